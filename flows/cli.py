@@ -1,0 +1,51 @@
+"""The serptrain command line. Each area registers its sub-commands from its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flows.environment import prepare_prefect_environment
+
+# Each module exposes register(subparsers); a sub-command sets `func(args) -> int` as its default.
+COMMAND_MODULES = [
+    "flows.cli_pipeline",  # run, demo, validate, import-folder
+    "flows.cli_store",  # store ..., attempts ...
+    "flows.cli_acquire",  # acquire
+    "flows.cli_model",  # evaluate, predict, schema
+    "flows.cli_service",  # request-label
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="serptrain", description="Search queries in, a trained and evaluated image classifier out."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    prepare_prefect_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from models.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Settings from the environment (prefix SERPTRAIN_), one class per area."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERPTRAIN_", extra="ignore")
+
+    store: str = Field(
+        default="sqlite:///./.serptrain/serptrain.db",
+        description="Store URL: sqlite:///PATH or couchbase://HOST / couchbases://HOST.",
+    )
+    runs_dir: Path = Field(default=Path("./runs"), description="Where model bundles are written.")
+    data_dir: Path = Field(default=Path("./.serptrain"), description="Working data: caches, synthetic images.")
+    serpapi_url: str = Field(default="https://serpapi.com", description="SerpApi base URL.")
+    allow_private_hosts: bool = Field(default=False, description="Allow downloads from private addresses.")
+    couchbase_user: str = Field(default="", description="Couchbase user name.")
+    couchbase_password: SecretStr = Field(default=SecretStr(""), description="Couchbase password.")
+    couchbase_bucket: str = Field(default="serptrain", description="Couchbase bucket.")
+    couchbase_timeout_s: float = Field(default=10.0, gt=0, description="Couchbase connect timeout.")
+    num_workers: int = Field(default=-1, ge=-1, description="DataLoader workers; -1 picks by CPU count.")
+    device: str = Field(default="auto", description="Training device: auto, cpu, cuda, cuda:N, mps.")
+
+
+def load_settings() -> Settings:
+    return Settings()
