@@ -11,6 +11,6 @@ def prepare_prefect_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         data_dir = Path(os.environ.get("SERPTRAIN_DATA_DIR", ".serptrain"))
-        os.environ["PREFECT_HOME"] = str((data_dir / "prefect").resolve())
-    # Prefect's default logging prints every task transition; the CLI prints its own progress.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        home = (data_dir / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
+        os.environ["PREFECT_HOME"] = str(home)

@@ -83,18 +83,30 @@ def painter_for(label: str, index: int) -> Painter:
     return SHAPES.get(label, list(SHAPES.values())[index % len(SHAPES)])
 
 
+def luminance(rgb: tuple[int, ...]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def contrasting_colour(background: tuple[int, ...], rng: random.Random) -> tuple[int, ...]:
+    """A random colour a person could tell from the background even in grey."""
+    while True:
+        colour = tuple(rng.randint(0, 255) for _ in range(3))
+        if abs(luminance(colour) - luminance(background)) >= 60:
+            return colour
+
+
 def draw_shape(painter: Painter, rng: random.Random, size: int) -> Image.Image:
     background = tuple(rng.randint(0, 255) for _ in range(3))
-    colour = tuple((c + rng.randint(80, 176)) % 256 for c in background)
+    colour = contrasting_colour(background, rng)
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
-    radius = rng.uniform(0.18, 0.34) * size
+    radius = rng.uniform(0.22, 0.38) * size
     cx = rng.uniform(radius, size - radius)
     cy = rng.uniform(radius, size - radius)
     angle = rng.uniform(0, 2 * math.pi)
     painter(draw, cx, cy, radius, angle, colour)
     noise = Image.effect_noise((size, size), rng.uniform(10, 40)).convert("RGB")
-    image = Image.blend(image, noise, rng.uniform(0.05, 0.2))
+    image = Image.blend(image, noise, rng.uniform(0.03, 0.12))
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     return image

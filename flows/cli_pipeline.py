@@ -1,0 +1,132 @@
+"""serptrain run | demo | validate | import-folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows.commandfile import read_command_file
+from models.errors import CommandError, UserError
+
+
+def _validated(raw: Any) -> tuple[Any, Any]:
+    from models.validation import validate_command
+
+    return validate_command(raw)
+
+
+def print_problems(error: CommandError) -> None:
+    print(f"the command has {len(error.problems)} problem(s):", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    raw = read_command_file(args.file)
+    try:
+        command, report = _validated(raw)
+    except CommandError as exc:
+        print_problems(exc)
+        return 2
+    print(json.dumps({"command": command.model_dump(mode="json"), "dry_run": report.as_dict()}, indent=2))
+    return 0
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    rows = [f"{'label':<24} {'train':>6} {'val':>5} {'test':>5}"]
+    for label, counts in result["counts"].items():
+        rows.append(f"{label[:24]:<24} {counts['train']:>6} {counts['val']:>5} {counts['test']:>5}")
+    prefect_home = os.environ.get("PREFECT_HOME", "~/.prefect")
+    return "\n".join([
+        "",
+        f"serptrain: {result['model_name']} trained and evaluated (attempt {result['attempt_id']})",
+        *("  " + row for row in rows),
+        f"  epochs: {result['epochs']} on {result['device']} in {result['train_seconds']:.1f}s",
+        f"  test accuracy: {result['test_accuracy']:.3f} on {result['test_images']} held-out images",
+        f"  bundle: {result['bundle_dir']}  (model.safetensors, model.json, metrics.json, PNGs)",
+        f"  predict: serptrain predict {result['bundle_dir']} IMAGE",
+        "  look at the run and its artifacts in the Prefect UI:",
+        f"    PREFECT_HOME={prefect_home} .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs",
+    ])
+
+
+def run_pipeline(raw: Any, store_url: str | None = None) -> int:
+    try:
+        command, _ = _validated(raw)
+    except CommandError as exc:
+        print_problems(exc)
+        return 2
+    from flows.pipeline import choose_source, train_classifier
+
+    choose_source(command, store_url)  # a missing source is the user's to fix: say so before starting
+    state = train_classifier(command, store_url, return_state=True)
+    if not state.is_completed():
+        failure = state.result(raise_on_failure=False)
+        message = str(failure) if isinstance(failure, BaseException) else state.message
+        print(f"error: the pipeline failed: {message}", file=sys.stderr)
+        return 1
+    print(format_summary(state.result()))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_pipeline(read_command_file(args.file), args.store)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from models.defaults import demo_command
+
+    return run_pipeline(demo_command(), args.store)
+
+
+def cmd_import_folder(args: argparse.Namespace) -> int:
+    from store import open_store
+    from tasks.ingest import Ingestor, folder_images, ingest_paths
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory (expected DIR/<label>/<images>)")
+    items = list(folder_images(root))
+    if not items:
+        raise UserError(f"{root}: no images found in label sub-folders (expected DIR/<label>/<images>)")
+    ingestor = Ingestor(open_store(args.store))
+
+    def progress(done: int, total: int) -> None:
+        if done % max(1, total // 20) == 0 or done == total:
+            print(f"\ringested {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    report = ingest_paths(ingestor, items, progress)
+    print(file=sys.stderr)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else _report_table(report.as_dict()))
+    return 0
+
+
+def _report_table(report: dict[str, Any]) -> str:
+    rows = [f"{'label':<24} {'seen':>6} {'stored':>6} {'dup':>5} {'near':>5} {'ambig':>5} rejected"]
+    for label, r in report.items():
+        rows.append(f"{label[:24]:<24} {r['seen']:>6} {r['stored']:>6} {r['duplicates']:>5} "
+                    f"{r['near_duplicates']:>5} {r['ambiguous']:>5} {r['rejected'] or ''}")
+    return "\n".join(rows)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    store_help = "store URL (default: $SERPTRAIN_STORE or sqlite:///./.serptrain/serptrain.db)"
+    run = sub.add_parser("run", help="validate a command file (JSON or YAML) and run the whole pipeline")
+    run.add_argument("file")
+    run.add_argument("--store", default=None, help=store_help)
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="run the pipeline offline on a synthetic shapes task")
+    demo.add_argument("--store", default=None, help=store_help)
+    demo.set_defaults(func=cmd_demo)
+    val = sub.add_parser("validate", help="check and dry-run a command file; writes nothing")
+    val.add_argument("file")
+    val.set_defaults(func=cmd_validate)
+    imp = sub.add_parser("import-folder", help="ingest DIR/<label>/<images> into the store")
+    imp.add_argument("dir")
+    imp.add_argument("--store", default=None, help=store_help)
+    imp.add_argument("--json", action="store_true", help="print the ingest report as JSON")
+    imp.set_defaults(func=cmd_import_folder)

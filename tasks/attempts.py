@@ -1,0 +1,31 @@
+"""Attempt records: one per training run, its status walked through the pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from models.command import Command
+from store import open_store
+
+CODE_VERSION = "0.1.0"
+
+
+def public_command(command: Command) -> dict[str, Any]:
+    """The normalized command as stored in attempts and artifacts: no secrets in it."""
+    return command.model_dump(mode="json")
+
+
+@task(name="start-attempt")
+def start_attempt(command: Command, store_url: str | None = None) -> str:
+    store = open_store(store_url)
+    return store.create_attempt({
+        "model_name": command.model_name, "status": "validating", "command": public_command(command),
+        "code_version": CODE_VERSION,
+    })
+
+
+@task(name="set-attempt-status")
+def set_attempt_status(attempt_id: str, status: str, store_url: str | None = None, **fields: Any) -> None:
+    open_store(store_url).update_attempt(attempt_id, status=status, **fields)

@@ -1,0 +1,65 @@
+"""The CLI as a user meets it: exit codes, messages on stderr, no tracebacks for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def serptrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_validate_prints_normalized_command_and_writes_nothing(workdir: Path) -> None:
+    (workdir / "cmd.yaml").write_text("model_name: shapes\nlabels: [circle, square]\nepochs: 3\n")
+    before = set(workdir.iterdir())
+    done = serptrain("validate", "cmd.yaml", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["command"]["epochs"] == 3 and out["dry_run"]["output_shape"] == [2]
+    assert set(workdir.iterdir()) - {workdir / ".serptrain"} == before
+    assert not (workdir / "runs").exists() and not (workdir / "store.db").exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"model_name": "m", "labels": ["a", "b"], "optimizer": {"name": "Adamm"}}', "optimizer.name"),
+    ("{not json", "not valid JSON"),
+])
+def test_validate_rejects_without_traceback(workdir: Path, content: str, needle: str) -> None:
+    (workdir / "cmd.json").write_text(content)
+    done = serptrain("validate", "cmd.json", cwd=workdir)
+    assert done.returncode == 2
+    assert needle in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+def test_run_without_images_or_source_explains_what_to_do(workdir: Path) -> None:
+    (workdir / "cmd.yaml").write_text("model_name: shapes\nlabels: [circle, square]\n")
+    env_key = os.environ.pop("SERPAPI_API_KEY", None)
+    try:
+        done = serptrain("run", "cmd.yaml", cwd=workdir)
+    finally:
+        if env_key:
+            os.environ["SERPAPI_API_KEY"] = env_key
+    assert done.returncode == 2
+    assert "SERPAPI_API_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_import_folder_then_store_holds_the_images(workdir: Path) -> None:
+    from tasks.synthetic import generate
+
+    generate(workdir / "pics", ["circle", "square"], 5, 32)
+    done = serptrain("import-folder", "pics", "--json", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["circle"]["seen"] == 5 and report["circle"]["stored"] + report["circle"]["near_duplicates"] == 5
+    again = json.loads(serptrain("import-folder", "pics", "--json", cwd=workdir).stdout)
+    assert again["circle"]["stored"] == 0
