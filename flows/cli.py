@@ -13,7 +13,8 @@ COMMAND_MODULES = [
     "flows.cli_pipeline",  # run, demo, validate, import-folder
     "flows.cli_store",  # store ..., attempts ...
     "flows.cli_acquire",  # acquire
-    "flows.cli_model",  # evaluate, predict, schema
+    "flows.cli_model",  # evaluate, predict
+    "flows.cli_schema",  # schema
     "flows.cli_service",  # request-label
 ]
 

@@ -73,6 +73,11 @@ class Command(Strict):
     scheduler: NamedCall | None = Field(default=None, description="lr scheduler from torch.optim.lr_scheduler.")
     batch_size: int = Field(default=32, gt=0, le=4096, description="Images per training step.")
     epochs: int = Field(default=8, gt=0, le=10_000, description="Passes over the training split.")
+    steps: int | None = Field(
+        default=None, gt=0, le=10_000_000,
+        description="Seed mode: train this many steps, each on a random batch (the older project's n_epoch); "
+        "when set, epochs is ignored.",
+    )
     image_ops: list[dict[str, OpParams]] = Field(
         default_factory=lambda: [{"resize": {"size": [32, 32]}}, {"convert": {"mode": "RGB"}}],
         description="PIL image operations applied in order: [{op_name: {param: value}}].",

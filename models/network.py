@@ -16,6 +16,7 @@ from torch import nn
 from models.catalog import LAYERS
 from models.errors import Problem, did_you_mean
 from models.preprocess import resolve_value
+from models.zoo import ZOO_LAYER, build_zoo_model, is_zoo_model, zoo_layer
 
 # Parameters that take the channel/feature count of the incoming tensor.
 CHANNEL_PARAMS = ("in_channels", "num_features", "num_channels", "num_parameters")
@@ -81,6 +82,8 @@ class BuiltNetwork:
 
 
 def preset_layers(name: str, path: str = "model.preset") -> list[dict[str, Any]]:
+    if is_zoo_model(name):
+        return [zoo_layer(name, -1)]  # num_classes is filled from the labels at build time
     if name not in PRESETS:
         raise NetworkError([Problem(path, f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
                                           f"presets: {sorted(PRESETS)}")])
@@ -115,10 +118,19 @@ def _check_explicit_size(name: str, params: dict[str, Any], shape: torch.Size) -
     return None
 
 
+def build_zoo(layer: dict[str, Any], input_shape: Sequence[int], n_labels: int) -> BuiltNetwork:
+    module = build_zoo_model(layer["model"], n_labels)
+    with torch.no_grad():
+        output = module.eval()(torch.zeros((2, *input_shape)))
+    return BuiltNetwork(nn.Sequential(module), [zoo_layer(layer["model"], n_labels)], tuple(output.shape[1:]))
+
+
 def build_layers(
     layers: Sequence[dict[str, Any]], input_shape: Sequence[int], n_labels: int, path: str = "model.layers"
 ) -> BuiltNetwork:
     """Build layer by layer, probing shapes. Stops at the first layer that cannot be built."""
+    if len(layers) == 1 and layers[0].get("name") == ZOO_LAYER:
+        return build_zoo(layers[0], input_shape, n_labels)
     probe = torch.zeros((2, *input_shape))
     modules: list[nn.Module] = []
     resolved_layers: list[dict[str, Any]] = []
