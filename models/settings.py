@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     couchbase_timeout_s: float = Field(default=10.0, gt=0, description="Couchbase connect timeout.")
     num_workers: int = Field(default=-1, ge=-1, description="DataLoader workers; -1 picks by CPU count.")
     device: str = Field(default="auto", description="Training device: auto, cpu, cuda, cuda:N, mps.")
+    task_runner: str = Field(
+        default="threads", pattern="^(threads|dask)$",
+        description="Task runner of the acquisition flow: threads (in-process pool) or dask (an existing cluster).",
+    )
+    dask_address: str = Field(default="", description="Dask scheduler address (tcp://HOST:8786) for task_runner=dask.")
+    max_concurrent_pages: int = Field(default=8, gt=0, le=256, description="Search pages fetched at once.")
+    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Training processes per machine (DDP).")
+    nnodes: int = Field(default=1, ge=1, le=1024, description="Machines taking part in one training run (DDP).")
+    rdzv_endpoint: str = Field(default="", description="torchrun rendezvous HOST:PORT when nnodes > 1.")
 
 
 def load_settings() -> Settings:

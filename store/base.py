@@ -7,8 +7,12 @@ never changes as the dataset grows.
 
 from __future__ import annotations
 
+import json
 import random
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from models.errors import UserError
@@ -32,12 +36,66 @@ class StoreError(UserError):
     """The store cannot be reached or refuses: says which store and why."""
 
 
+def now_iso(precise: bool = False) -> str:
+    # attempts use microseconds so that creation order survives several attempts in one second
+    return datetime.now(UTC).isoformat(timespec="microseconds" if precise else "seconds")
+
+
+def new_attempt_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def jsonable(doc: dict[str, Any]) -> dict[str, Any]:
+    """What every backend stores: plain JSON (paths, datetimes become strings), same on both backends."""
+    return json.loads(json.dumps(doc, default=str))
+
+
+def new_attempt(doc: dict[str, Any]) -> dict[str, Any]:
+    """The record create_attempt stores: defaults first, the caller's fields win, then checked."""
+    if not doc.get("model_name"):
+        raise StoreError("an attempt needs a model_name")
+    created = now_iso(precise=True)
+    defaults = {"id": new_attempt_id(), "status": "validating", "created_at": created}
+    given = {k: v for k, v in doc.items() if v not in (None, "") or k not in defaults}  # no id: a new one
+    attempt = jsonable(defaults | given | {"updated_at": created})
+    check_status(attempt["status"])
+    return attempt
+
+
+def merge_attempt(doc: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    if "id" in fields and fields["id"] != doc["id"]:
+        raise StoreError(f"attempt {doc['id']}: the id cannot change")
+    merged = doc | jsonable(fields) | {"updated_at": now_iso(precise=True)}
+    check_status(merged["status"])
+    return merged
+
+
+def check_status(status: str) -> None:
+    if status not in ATTEMPT_STATUSES:
+        raise StoreError(f"attempt status: expected one of {', '.join(ATTEMPT_STATUSES)}, found {status!r}")
+
+
+def attempt_order(doc: dict[str, Any]) -> tuple[str, str]:
+    return doc.get("created_at", ""), doc.get("id", "")
+
+
 @dataclass
 class PutResult:
     key: str
     created: bool  # False: these exact bytes were already stored
     ambiguous: bool  # the image now carries more than one label
     split: str
+
+
+@dataclass
+class ImagePut:
+    """One image for put_images: the same arguments as put_image."""
+
+    data: bytes
+    info: ImageInfo
+    label: str
+    source: dict[str, Any] | None = None
+    split_group: str | None = None
 
 
 @dataclass
@@ -58,6 +116,19 @@ class ImageMeta:
 
 @runtime_checkable
 class ImageStore(Protocol):
+    """What every backend guarantees (tests/test_store_contract.py checks each one):
+
+    - put_image/put_images: idempotent by content key; `created` is False for bytes already stored; the
+      split is decided once (from split_group or the key) and never changes; a second label on an image
+      flags it ambiguous (a person's `mark(ambiguous=False)` is not undone by re-ingesting).
+    - keys/sample/count leave excluded and ambiguous images out unless include_excluded; keys are sorted,
+      so a seeded rng samples the same keys on every backend; sample draws uniformly without replacement
+      and costs O(n) once per process and label, O(batch) afterwards, seeing other processes' writes.
+    - get_many leaves missing keys out; add_label and update_attempt raise KeyError for unknown ids;
+      mark ignores unknown keys; attempts are plain JSON, listed oldest first; a bad status, a missing
+      model_name or a duplicate id raise StoreError.
+    """
+
     url: str
 
     # images
@@ -65,13 +136,20 @@ class ImageStore(Protocol):
         self, data: bytes, info: ImageInfo, label: str, source: dict[str, Any] | None = None,
         split_group: str | None = None,
     ) -> PutResult: ...
+    def put_images(self, items: Sequence[ImagePut]) -> list[PutResult]: ...
     def add_label(self, key: str, label: str, source: dict[str, Any] | None = None) -> bool: ...
     def has_image(self, key: str) -> bool: ...
     def get_many(self, keys: list[str]) -> dict[str, bytes]: ...
     def get_meta(self, key: str) -> ImageMeta | None: ...
-    def keys(self, label: str | None = None, split: str | None = None, include_excluded: bool = False) -> list[str]: ...
-    def sample(self, label: str, n: int, split: str | None = None, rng: random.Random | None = None) -> list[str]: ...
-    def count(self, label: str | None = None, split: str | None = None, include_excluded: bool = False) -> int: ...
+    def keys(
+        self, label: str | None = None, split: str | None = None, include_excluded: bool = False
+    ) -> list[str]: ...
+    def sample(
+        self, label: str, n: int, split: str | None = None, rng: random.Random | None = None
+    ) -> list[str]: ...
+    def count(
+        self, label: str | None = None, split: str | None = None, include_excluded: bool = False
+    ) -> int: ...
     def labels(self) -> list[str]: ...
     def phashes(self, label: str) -> list[tuple[str, str]]: ...
     def mark(self, key: str, *, excluded: bool | None = None, ambiguous: bool | None = None) -> None: ...
@@ -85,6 +163,7 @@ class ImageStore(Protocol):
     def list_attempts(self) -> list[dict[str, Any]]: ...
     def delete_attempt(self, attempt_id: str) -> bool: ...
 
+    def setup(self) -> list[str]: ...
     def close(self) -> None: ...
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from models.images import ImageInfo
-from store.base import ImageMeta, PutResult, StoreError, split_of
+from store.base import ImageMeta, ImagePut, PutResult, StoreError, jsonable, new_attempt_id, now_iso, split_of
+from store.sqlite_attempts import SQLiteAttempts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -38,15 +38,21 @@ CREATE INDEX IF NOT EXISTS attempts_model ON attempts (model_name, created_at);
 """
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+__all__ = ["SQLiteStore", "new_attempt_id", "now_iso"]
+CACHE_KIB = 32 * 1024  # page cache per connection (filled only as pages are read)
+MMAP_BYTES = 1 << 30  # reads through the OS page cache, no copy per page; the file may be larger
+BATCH = 500  # images per write transaction: amortizes the commit, yet shares the write lock often
 
 
-def new_attempt_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-class SQLiteStore:
+def _marks(chunk: list) -> str:
+    return ",".join("?" * len(chunk))
+
+
+class SQLiteStore(SQLiteAttempts):
     """One connection per process (re-opened after fork: DataLoader workers), serialized per thread."""
 
     def __init__(self, url: str):
@@ -59,20 +65,32 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
+        # sample() draws from a cached, sorted key list per (label, split); it is dropped when this process
+        # writes and when PRAGMA data_version says another connection committed, so a draw costs O(n) once
+        # and O(batch) afterwards, whatever the size of the dataset.
         self._label_keys: dict[tuple[str, str | None], list[str]] = {}
+        # and each pooled key's blob rowid: a batch then reads one integer B-tree instead of the key index and
+        # the table (half the page look-ups at 100k images); every row read is checked against its key
+        self._rowids: dict[str, int] = {}
+        self._data_version = -1
         self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             try:
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # batches fetch random keys: keep the hot B-tree pages in memory instead of re-reading them
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
                 conn.executescript(SCHEMA)
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.url}: cannot open the SQLite store: {exc}") from None
             self._conn, self._pid = conn, os.getpid()
+            self._label_keys.clear()
+            self._rowids.clear()
         return self._conn
 
     def _tx(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -85,75 +103,97 @@ class SQLiteStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"])
 
+    def setup(self) -> list[str]:
+        """The file and its tables exist once the store is open; nothing else to create."""
+        return [f"SQLite store ready at {self.path.resolve()}"]
+
     # images -----------------------------------------------------------------------------------
     def put_image(
         self, data: bytes, info: ImageInfo, label: str, source: dict[str, Any] | None = None,
         split_group: str | None = None,
     ) -> PutResult:
-        split = split_of(split_group or info.key)
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT split FROM images WHERE key=?", (info.key,)).fetchone()
-                created = row is None
-                if created:
-                    conn.execute(
-                        "INSERT INTO images (key,width,height,format,nbytes,phash,split,added_at) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (info.key, info.width, info.height, info.format, info.nbytes, info.phash, split, now_iso()),
-                    )
-                    conn.execute("INSERT INTO blobs (key, data) VALUES (?, ?)", (info.key, sqlite3.Binary(data)))
-                else:
-                    split = row[0]
-                ambiguous = self._add_label_locked(conn, info.key, label, split, source)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        self._label_keys.clear()
+        return self.put_images([ImagePut(data, info, label, source, split_group)])[0]
+
+    def put_images(self, items: Sequence[ImagePut]) -> list[PutResult]:
+        """Idempotent bulk put: one write transaction per BATCH images."""
+        results: list[PutResult] = []
+        for start in range(0, len(items), BATCH):
+            with self._lock:
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    results.extend(self._put_locked(conn, item) for item in items[start:start + BATCH])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._label_keys.clear()
+        return results
+
+    def _put_locked(self, conn: sqlite3.Connection, item: ImagePut) -> PutResult:
+        info = item.info
+        split = split_of(item.split_group or info.key)
+        row = conn.execute("SELECT split FROM images WHERE key=?", (info.key,)).fetchone()
+        created = row is None
+        if created:
+            conn.execute(
+                "INSERT INTO images (key,width,height,format,nbytes,phash,split,added_at) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (info.key, info.width, info.height, info.format, info.nbytes, info.phash, split, now_iso()),
+            )
+            conn.execute("INSERT INTO blobs (key, data) VALUES (?, ?)", (info.key, sqlite3.Binary(item.data)))
+        else:
+            split = row[0]  # the first split decided stays: no leakage when the group changes later
+        ambiguous = self._add_label_locked(conn, info.key, item.label, split, item.source)
         return PutResult(info.key, created, ambiguous, split)
 
     def _add_label_locked(
         self, conn: sqlite3.Connection, key: str, label: str, split: str, source: dict[str, Any] | None
     ) -> bool:
-        conn.execute("INSERT OR IGNORE INTO image_labels (label, key, split) VALUES (?,?,?)", (label, key, split))
+        added = conn.execute("INSERT OR IGNORE INTO image_labels (label, key, split) VALUES (?,?,?)",
+                             (label, key, split)).rowcount > 0
         if source:
             conn.execute("INSERT OR IGNORE INTO sources (key, label, source) VALUES (?,?,?)",
-                         (key, label, json.dumps(source, sort_keys=True)))
+                         (key, label, json.dumps(jsonable(source), sort_keys=True)))
         n_labels = conn.execute("SELECT count(*) FROM image_labels WHERE key=?", (key,)).fetchone()[0]
-        if n_labels > 1:
+        if added and n_labels > 1:  # flagged when a label is added, not on every re-put: un-marking stays
             conn.execute("UPDATE images SET ambiguous=1 WHERE key=?", (key,))
         return n_labels > 1
 
     def add_label(self, key: str, label: str, source: dict[str, Any] | None = None) -> bool:
+        """Raises KeyError for an image that is not stored."""
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute("SELECT split FROM images WHERE key=?", (key,)).fetchone()
                 if row is None:
-                    conn.execute("ROLLBACK")
                     raise KeyError(key)
                 ambiguous = self._add_label_locked(conn, key, label, row[0], source)
                 conn.execute("COMMIT")
-            except KeyError:
-                raise
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        self._label_keys.clear()
+            finally:
+                self._label_keys.clear()
         return ambiguous
 
     def has_image(self, key: str) -> bool:
         return bool(self._tx("SELECT 1 FROM images WHERE key=?", (key,)))
 
     def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Missing keys are left out of the answer."""
         found: dict[str, bytes] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, data in self._tx(f"SELECT key, data FROM blobs WHERE key IN ({marks})", tuple(chunk)):
+        by_rowid = {self._rowids[k]: k for k in keys if k in self._rowids}
+        for chunk in _chunks(list(by_rowid), BATCH):
+            sql = f"SELECT rowid, key, data FROM blobs WHERE rowid IN ({_marks(chunk)})"
+            for rowid, key, data in self._tx(sql, tuple(chunk)):
+                if by_rowid.get(rowid) == key:  # a VACUUM elsewhere may have renumbered rows: then by key
+                    found[key] = bytes(data)
+        for chunk in _chunks([k for k in keys if k not in found], BATCH):
+            sql = f"SELECT key, data FROM blobs WHERE key IN ({_marks(chunk)})"
+            for key, data in self._tx(sql, tuple(chunk)):
                 found[key] = bytes(data)
         return found
 
@@ -165,11 +205,12 @@ class SQLiteStore:
         k, w, h, fmt, nbytes, phash, split, excluded, ambiguous, added_at = rows[0]
         labels = [r[0] for r in self._tx("SELECT label FROM image_labels WHERE key=? ORDER BY label", (key,))]
         sources = [json.loads(r[0]) | {"label": r[1]}
-                   for r in self._tx("SELECT source, label FROM sources WHERE key=?", (key,))]
+                   for r in self._tx("SELECT source, label FROM sources WHERE key=? ORDER BY label, source",
+                                     (key,))]
         return ImageMeta(k, labels, w, h, fmt, nbytes, phash, split, bool(excluded), bool(ambiguous),
                          added_at, sources)
 
-    def keys(self, label: str | None = None, split: str | None = None, include_excluded: bool = False) -> list[str]:
+    def _where(self, label: str | None, split: str | None, include_excluded: bool) -> tuple[str, tuple]:
         where, args = ["1=1"], []
         if label is not None:
             where.append("l.label=?")
@@ -179,90 +220,71 @@ class SQLiteStore:
             args.append(split)
         if not include_excluded:
             where.append("i.excluded=0 AND i.ambiguous=0")
-        sql = (f"SELECT DISTINCT l.key FROM image_labels l JOIN images i ON i.key=l.key "
-               f"WHERE {' AND '.join(where)} ORDER BY l.key")
-        return [r[0] for r in self._tx(sql, tuple(args))]
+        return " AND ".join(where), tuple(args)
 
-    def sample(self, label: str, n: int, split: str | None = None, rng: random.Random | None = None) -> list[str]:
-        cache_key = (label, split)
-        if cache_key not in self._label_keys:
-            self._label_keys[cache_key] = self.keys(label, split)
-        pool = self._label_keys[cache_key]
+    def keys(self, label: str | None = None, split: str | None = None, include_excluded: bool = False
+             ) -> list[str]:
+        where, args = self._where(label, split, include_excluded)
+        sql = (f"SELECT DISTINCT l.key FROM image_labels l JOIN images i ON i.key=l.key WHERE {where} "
+               "ORDER BY l.key")
+        return [r[0] for r in self._tx(sql, args)]
+
+    def sample(self, label: str, n: int, split: str | None = None, rng: random.Random | None = None
+               ) -> list[str]:
+        """n keys drawn uniformly without replacement (all of them if fewer), excluded/ambiguous left out."""
+        with self._lock:
+            version = self._connect().execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._label_keys.clear()
+                self._rowids.clear()
+                self._data_version = version
+            pool = self._label_keys.get((label, split))
+            if pool is None:
+                where, args = self._where(label, split, False)
+                rows = self._tx("SELECT DISTINCT l.key, b.rowid FROM image_labels l "
+                                "JOIN images i ON i.key=l.key JOIN blobs b ON b.key=l.key "
+                                f"WHERE {where} ORDER BY l.key", args)
+                pool = self._label_keys[(label, split)] = [key for key, _ in rows]
+                self._rowids.update(rows)
         return (rng or random).sample(pool, min(n, len(pool)))
 
-    def count(self, label: str | None = None, split: str | None = None, include_excluded: bool = False) -> int:
-        return len(self.keys(label, split, include_excluded))
+    def count(self, label: str | None = None, split: str | None = None, include_excluded: bool = False
+              ) -> int:
+        where, args = self._where(label, split, include_excluded)
+        sql = f"SELECT count(DISTINCT l.key) FROM image_labels l JOIN images i ON i.key=l.key WHERE {where}"
+        return self._tx(sql, args)[0][0]
 
     def labels(self) -> list[str]:
         return [r[0] for r in self._tx("SELECT DISTINCT label FROM image_labels ORDER BY label")]
 
     def phashes(self, label: str) -> list[tuple[str, str]]:
         return [(k, p) for k, p in self._tx(
-            "SELECT i.key, i.phash FROM image_labels l JOIN images i ON i.key=l.key WHERE l.label=?", (label,))]
+            "SELECT i.key, i.phash FROM image_labels l JOIN images i ON i.key=l.key WHERE l.label=? "
+            "ORDER BY i.key",
+            (label,))]
 
     def mark(self, key: str, *, excluded: bool | None = None, ambiguous: bool | None = None) -> None:
-        if excluded is not None:
-            self._tx("UPDATE images SET excluded=? WHERE key=?", (int(excluded), key))
-        if ambiguous is not None:
-            self._tx("UPDATE images SET ambiguous=? WHERE key=?", (int(ambiguous), key))
-        self._label_keys.clear()
+        """Unknown keys are ignored: marking is a curation step, not a way to create images."""
+        with self._lock:
+            if excluded is not None:
+                self._tx("UPDATE images SET excluded=? WHERE key=?", (int(excluded), key))
+            if ambiguous is not None:
+                self._tx("UPDATE images SET ambiguous=? WHERE key=?", (int(ambiguous), key))
+            self._label_keys.clear()
 
     def stats(self) -> dict[str, Any]:
-        per_label: dict[str, dict[str, int]] = {}
+        per_label = {label: {"train": 0, "val": 0, "test": 0} for label in self.labels()}
         for label, split, n in self._tx(
             "SELECT l.label, l.split, count(*) FROM image_labels l JOIN images i ON i.key=l.key "
             "WHERE i.excluded=0 AND i.ambiguous=0 GROUP BY l.label, l.split"
         ):
             per_label.setdefault(label, {"train": 0, "val": 0, "test": 0})[split] = n
-        for label in self.labels():
-            per_label.setdefault(label, {"train": 0, "val": 0, "test": 0})
         images, nbytes, excluded, ambiguous = self._tx(
-            "SELECT count(*), coalesce(sum(nbytes),0), coalesce(sum(excluded),0), coalesce(sum(ambiguous),0) FROM images"
+            "SELECT count(*), coalesce(sum(nbytes),0), coalesce(sum(excluded),0), coalesce(sum(ambiguous),0) "
+            "FROM images"
         )[0]
         return {"store": self.url, "images": images, "bytes": nbytes, "excluded": excluded,
                 "ambiguous": ambiguous, "labels": per_label}
-
-    # attempts ---------------------------------------------------------------------------------
-    def create_attempt(self, doc: dict[str, Any]) -> str:
-        attempt = {"id": doc.get("id") or new_attempt_id(), "status": "validating", "created_at": now_iso(), **doc}
-        attempt["updated_at"] = attempt["created_at"]
-        self._tx("INSERT INTO attempts (id, model_name, status, created_at, doc) VALUES (?,?,?,?,?)",
-                 (attempt["id"], attempt["model_name"], attempt["status"], attempt["created_at"],
-                  json.dumps(attempt, default=str)))
-        return attempt["id"]
-
-    def update_attempt(self, attempt_id: str, **fields: Any) -> dict[str, Any]:
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT doc FROM attempts WHERE id=?", (attempt_id,)).fetchone()
-                if row is None:
-                    raise KeyError(f"no attempt {attempt_id!r}")
-                doc = json.loads(row[0]) | fields | {"updated_at": now_iso()}
-                conn.execute("UPDATE attempts SET status=?, doc=? WHERE id=?",
-                             (doc["status"], json.dumps(doc, default=str), attempt_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return doc
-
-    def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        rows = self._tx("SELECT doc FROM attempts WHERE id=?", (attempt_id,))
-        return json.loads(rows[0][0]) if rows else None
-
-    def find_attempts(self, model_name: str) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._tx(
-            "SELECT doc FROM attempts WHERE model_name=? ORDER BY created_at, id", (model_name,))]
-
-    def list_attempts(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._tx("SELECT doc FROM attempts ORDER BY created_at, id")]
-
-    def delete_attempt(self, attempt_id: str) -> bool:
-        with self._lock:
-            cur = self._connect().execute("DELETE FROM attempts WHERE id=?", (attempt_id,))
-            return cur.rowcount > 0
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
