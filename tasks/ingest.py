@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from models.images import ImageRejected, hamming, inspect_image
+from models.images import ImageRejected, inspect_image
 from store import ImageStore, open_store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
@@ -60,6 +60,36 @@ class IngestReport:
         return sum(getattr(rep, attr) for rep in self.labels.values())
 
 
+class HashIndex:
+    """Near-duplicate lookup without a scan: two 64-bit hashes within t bits of each other agree exactly on at
+    least one of t+1 disjoint bands (pigeonhole), so only images sharing a band are compared."""
+
+    def __init__(self, threshold: int):
+        self.threshold = threshold
+        count = max(1, min(threshold + 1, 64))
+        widths = [64 // count + (1 if i < 64 % count else 0) for i in range(count)]
+        self._bands: list[tuple[int, int]] = []
+        shift = 0
+        for width in widths:
+            self._bands.append((shift, (1 << width) - 1))
+            shift += width
+        self._buckets: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        self.size = 0
+
+    def add(self, key: str, value: int) -> None:
+        for index, (shift, mask) in enumerate(self._bands):
+            self._buckets.setdefault((index, (value >> shift) & mask), []).append((key, value))
+        self.size += 1
+
+    def find(self, key: str, value: int) -> str | None:
+        """A stored key within the threshold of value (other than key itself), or None."""
+        for index, (shift, mask) in enumerate(self._bands):
+            for other_key, other in self._buckets.get((index, (value >> shift) & mask), ()):
+                if other_key != key and (other ^ value).bit_count() <= self.threshold:
+                    return other_key
+        return None
+
+
 class Ingestor:
     """Thread-safe; keeps the perceptual hashes of the labels it touches in memory."""
 
@@ -68,41 +98,68 @@ class Ingestor:
         self.near_threshold = near_threshold
         self.min_side = min_side
         self.report = IngestReport()
-        self._hashes: dict[str, list[tuple[str, str]]] = {}
+        # Per-label band indexes: the near-duplicate lookup is the hot loop of a large ingest.
+        self._hashes: dict[str, HashIndex] = {}
+        self._all_loaded = False
+        self._groups: dict[str, str] = {}  # key -> split group, for images grouped in this process
         self._lock = threading.Lock()
 
-    def _label_hashes(self, label: str) -> list[tuple[str, str]]:
+    def _label_hashes(self, label: str) -> HashIndex:
         if label not in self._hashes:
-            self._hashes[label] = self.store.phashes(label)
+            index = HashIndex(self.near_threshold)
+            for key, phash in self.store.phashes(label):
+                index.add(key, int(phash, 16))
+            self._hashes[label] = index
         return self._hashes[label]
 
     def _near_duplicate(self, label: str, key: str, phash: str) -> str | None:
         if self.near_threshold < 0:
             return None
-        for other_key, other_hash in self._label_hashes(label):
-            if other_key != key and hamming(other_hash, phash) <= self.near_threshold:
-                return other_key
+        return self._label_hashes(label).find(key, int(phash, 16))
+
+    def _split_group(self, label: str, key: str, phash: str) -> str | None:
+        """A near duplicate under another label shares that image's split: no test image copy is trained."""
+        if self.near_threshold < 0:
+            return None
+        if not self._all_loaded:
+            for other in self.store.labels():
+                self._label_hashes(other)
+            self._all_loaded = True
+        value = int(phash, 16)
+        for other, index in self._hashes.items():
+            match = index.find(key, value) if other != label else None
+            if match:
+                return self._groups.get(match, match)
         return None
 
-    def reject(self, label: str, reason: str) -> str:
+    def reject(self, label: str, reason: str, report: IngestReport | None = None) -> str:
         with self._lock:
-            self.report.label(label).rejected[reason] += 1
+            (report or self.report).label(label).rejected[reason] += 1
         return f"rejected:{reason}"
 
-    def ingest(self, data: bytes, label: str, source: dict[str, Any] | None = None) -> str:
-        """Returns the outcome: stored, duplicate, near_duplicate, ambiguous or rejected:<reason>."""
+    def ingest(
+        self, data: bytes, label: str, source: dict[str, Any] | None = None,
+        report: IngestReport | None = None,
+    ) -> str:
+        """Returns the outcome: stored, duplicate, near_duplicate, ambiguous or rejected:<reason>.
+
+        Counts go to `report` when given (one per page task), else to self.report.
+        """
         try:
             info, _ = inspect_image(data, self.min_side)
         except ImageRejected as exc:
-            return self.reject(label, exc.reason)
+            return self.reject(label, exc.reason, report)
         with self._lock:
-            counts = self.report.label(label)
+            counts = (report or self.report).label(label)
             counts.downloaded += 1
             if self._near_duplicate(label, info.key, info.phash):
                 counts.near_duplicates += 1
                 return "near_duplicate"
-            result = self.store.put_image(data, info, label, source)
-            self._label_hashes(label).append((info.key, info.phash))
+            group = self._split_group(label, info.key, info.phash)
+            result = self.store.put_image(data, info, label, source, split_group=group)
+            if group:
+                self._groups[info.key] = group
+            self._label_hashes(label).add(info.key, int(info.phash, 16))
             if result.ambiguous:
                 counts.ambiguous += 1
                 return "ambiguous"
@@ -134,10 +191,13 @@ def ingest_paths(
 
 
 @task(name="ingest-folder")
-def ingest_folder(folder: str, store_url: str | None = None, labels: list[str] | None = None) -> dict[str, Any]:
+def ingest_folder(
+    folder: str, store_url: str | None = None, labels: list[str] | None = None
+) -> dict[str, Any]:
     """Ingest DIR/<label>/* into the store; returns the ingest report as a dict."""
     logger = get_run_logger()
-    items = [(label, path) for label, path in folder_images(Path(folder)) if labels is None or label in labels]
+    items = [(label, path) for label, path in folder_images(Path(folder))
+             if labels is None or label in labels]
     store = open_store(store_url)
     ingestor = Ingestor(store)
     step = max(1, len(items) // 10)
