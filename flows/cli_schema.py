@@ -1,9 +1,24 @@
-"""serptrain sub-commands of this area (see flows/cli.py)."""
+"""serptrain schema [--markdown]: the command's JSON Schema, or the generated command reference."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from models.schema_doc import command_reference
+
+        print(command_reference(), end="")
+        return 0
+    from models.command import Command
+
+    print(json.dumps(Command.model_json_schema(), indent=2))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Sub-commands of this area are added here."""
+    schema = sub.add_parser("schema", help="print the command's JSON Schema (or --markdown: the command reference)")
+    schema.add_argument("--markdown", action="store_true", help="print the command reference as markdown")
+    schema.set_defaults(func=cmd_schema)

@@ -1,108 +1,172 @@
-"""One validation pass over a command: schema, every registry name, then a dry run.
+"""One validation pass over a command: schema, every registry name and parameter, then a dry run.
 
-All problems are gathered and raised together as a CommandError, each with its field path.
+Sections are checked independently, so a schema error in one does not hide an unknown name in another:
+every problem found is raised together as a CommandError, each with its field path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import re
+from typing import Any, get_args
 
-import torch
-from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from models.catalog import LOSSES, OPTIMIZERS, SCHEDULERS
-from models.command import Command, NamedCall
+from models.catalog import IMAGE_OPS, LOSSES, OPTIMIZERS, SCHEDULERS, TRANSFORMS
+from models.command import Command
+from models.dryrun import PROBE_IMAGE_SIDE, DryRunReport, dry_run
 from models.errors import CommandError, Problem, did_you_mean, join_path
-from models.network import BuiltNetwork, NetworkError, build_layers, count_parameters, preset_layers
-from models.preprocess import Preprocess, build_image_op, build_transform, call_params
+from models.network import PRESETS, BuiltNetwork, build_layers, check_layer_specs, preset_layers
+from models.preprocess import MAX_PREPROCESS_INT, check_value
+from models.seed import SEED_KEYS, is_seed_spelling, normalize_seed, seed_path
+from models.zoo import ZOO_NAMES
 
-PROBE_IMAGE_SIDE = 224  # the probe's size when no image op fixes one
+__all__ = ["PROBE_IMAGE_SIDE", "DryRunReport", "build_network", "network_layers", "parse_command",
+           "validate_command", "validate_names"]
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names a model accepts at `loc` (for "did you mean" on unknown keys)."""
+    model: Any = Command
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        model = next((a for a in (info.annotation, *_flatten(info.annotation))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-@dataclass
-class DryRunReport:
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    parameters: int
-    step_memory_bytes: int
-    layers: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.output_shape),
-            "parameters": self.parameters,
-            "step_memory_mb": round(self.step_memory_bytes / 2**20, 2),
-        }
+def _flatten(annotation: Any) -> list[Any]:
+    out = []
+    for arg in get_args(annotation):
+        out += [arg, *_flatten(arg)]
+    return out
 
 
-def _pydantic_problems(exc: ValidationError, fields: list[str]) -> list[Problem]:
+def _schema_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        path = join_path(*err["loc"])
-        message = err["msg"]
+        loc = tuple(err["loc"])
+        message = re.sub(r"^(Value|Assertion) error, ", "", err["msg"])
         if err["type"] == "extra_forbidden":
-            message = f"unknown field{did_you_mean(str(err['loc'][-1]), fields)}"
-        elif "input" in err and err["type"] != "missing":
-            message = f"{message}; found {err['input']!r}"[:300]
-        problems.append(Problem(path, message))
+            choices = _fields_at(loc[:-1]) + (list(SEED_KEYS) if len(loc) == 1 else [])
+            message = f"unknown field{did_you_mean(str(loc[-1]), choices)}; expected one of {_fields_at(loc[:-1])}"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif "found" not in message:
+            message = f"{message}; found {err.get('input')!r}"[:300]
+        problems.append(Problem(join_path(*loc), message))
     return problems
 
 
 def parse_command(raw: Any) -> Command:
+    """Schema only (no names, no dry run). Raises CommandError with every schema problem."""
     if not isinstance(raw, dict):
         raise CommandError([Problem("", f"a command is a JSON/YAML object; found {type(raw).__name__}")])
     try:
         return Command.model_validate(raw)
     except ValidationError as exc:
-        raise CommandError(_pydantic_problems(exc, list(Command.model_fields))) from None
+        raise CommandError(_schema_problems(exc)) from None
 
 
-def _check_call(call: NamedCall | None, registry: Any, path: str, problems: list[Problem]) -> None:
-    if call is None:
-        return
-    if call.name not in registry:
-        problems.append(Problem(f"{path}.name", f"unknown {registry.kind} {call.name!r}"
-                                f"{did_you_mean(call.name, registry.names())}"))
-        return
+def _salvage(raw: dict[str, Any], problems: list[Problem]) -> Command | None:
+    """The command with every section that failed the schema replaced by its default, so the other
+    sections can still be checked and dry-run. Never returned to the user."""
+    broken = {_section(p.path) for p in problems}
+    kept = {k: v for k, v in raw.items() if k not in broken and k in Command.model_fields}
+    kept.setdefault("model_name", "placeholder")
+    labels = raw.get("labels")
+    # Keep the label count where it is readable, so layer sizes given as numbers are still checked.
+    count = len(labels) if isinstance(labels, list) and 2 <= len(labels) <= 10_000 else 2
+    kept.setdefault("labels", [f"label{i}" for i in range(count)])
     try:
-        registry.get(call.name).bind(call_params(call.params()))
-    except (TypeError, ValueError) as exc:
-        problems.append(Problem(path, f"{call.name}: {exc}"))
+        return Command.model_validate(kept)
+    except ValidationError:
+        return None
 
 
-def _check_preprocess(command: Command, problems: list[Problem]) -> None:
-    for index, spec in enumerate(command.image_ops):
-        if len(spec) != 1:
-            problems.append(Problem(f"image_ops[{index}]", f"expected one {{op: params}} pair; found keys {sorted(spec)}"))
+def _section(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def _check_call(raw: Any, registry: Any, path: str) -> list[Problem]:
+    if not isinstance(raw, dict) or "name" not in raw:
+        return []  # the schema reports the shape
+    unknown = registry.unknown(raw["name"], f"{path}.name")
+    if unknown:
+        return [unknown]
+    params = {k: v for k, v in raw.items() if k != "name"}
+    return _with_values(registry.get(raw["name"]).check(params, path), params, path, None)
+
+
+def _with_values(problems: list[Problem], params: dict[str, Any], path: str, max_int: int | None) -> list[Problem]:
+    """Add value problems (symbols, code-like strings, sizes) for parameters not already reported."""
+    flagged = {p.path for p in problems}
+    return problems + [p for k, v in params.items() if f"{path}.{k}" not in flagged
+                       for p in check_value(v, f"{path}.{k}", max_int)]
+
+
+def _check_op(registry: Any, name: Any, raw: Any, path: str) -> list[Problem]:
+    unknown = registry.unknown(name, path)
+    if unknown:
+        return [unknown]
+    if not isinstance(raw, dict):
+        return []  # true, or a shape error the schema reports
+    entry = registry.get(name)
+    problems = _with_values(entry.check(raw, path), raw, path, MAX_PREPROCESS_INT)
+    for key, allowed in entry.info.get("choices", {}).items():
+        value = raw.get(key)
+        plain = value.strip("'\"") if isinstance(value, str) else value
+        if key in raw and plain not in allowed:
+            problems.append(Problem(f"{path}.{key}", f"expected one of {list(allowed)}, found {value!r}"
+                                                     f"{did_you_mean(str(plain), allowed)}"))
+    return problems
+
+
+def _check_preprocess(raw: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    ops = raw.get("image_ops")
+    for index, spec in enumerate(ops if isinstance(ops, list) else []):
+        if not isinstance(spec, dict) or len(spec) != 1:
+            found = sorted(spec) if isinstance(spec, dict) else repr(spec)[:100]
+            problems.append(Problem(f"image_ops[{index}]", f"expected one {{op: params}} pair; found {found}"))
             continue
         ((name, params),) = spec.items()
-        try:
-            build_image_op(name, params)
-        except (TypeError, ValueError) as exc:
-            problems.append(Problem(f"image_ops[{index}].{name}", str(exc)))
-    for name, params in command.transform.items():
-        try:
-            build_transform(name, params)
-        except (TypeError, ValueError) as exc:
-            problems.append(Problem(f"transform.{name}", str(exc)))
+        problems += _check_op(IMAGE_OPS, name, params, f"image_ops[{index}].{name}")
+    transform = raw.get("transform")
+    for name, params in (transform.items() if isinstance(transform, dict) else []):
+        problems += _check_op(TRANSFORMS, name, params, f"transform.{name}")
+    return problems
+
+
+def _check_model(raw: dict[str, Any]) -> list[Problem]:
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return []
+    preset, layers = model.get("preset"), model.get("layers")
+    if isinstance(preset, str) and preset not in PRESETS and preset not in ZOO_NAMES:
+        valid = [*PRESETS, *ZOO_NAMES]
+        return [Problem("model.preset", f"unknown preset {preset!r}{did_you_mean(preset, valid)}; "
+                                        f"expected one of {valid}")]
+    return check_layer_specs(layers) if isinstance(layers, list) else []
+
+
+def static_problems(raw: dict[str, Any]) -> list[Problem]:
+    """Every registry name and parameter, read straight from the raw command (schema errors or not)."""
+    return [
+        *_check_call(raw.get("criterion"), LOSSES, "criterion"),
+        *_check_call(raw.get("optimizer"), OPTIMIZERS, "optimizer"),
+        *_check_call(raw.get("scheduler"), SCHEDULERS, "scheduler"),
+        *_check_preprocess(raw),
+        *_check_model(raw),
+    ]
 
 
 def validate_names(command: Command) -> None:
-    problems: list[Problem] = []
-    _check_call(command.criterion, LOSSES, "criterion", problems)
-    _check_call(command.optimizer, OPTIMIZERS, "optimizer", problems)
-    _check_call(command.scheduler, SCHEDULERS, "scheduler", problems)
-    _check_preprocess(command, problems)
+    problems = static_problems(command.model_dump(mode="json"))
     if problems:
         raise CommandError(problems)
-
-
-def probe_input(preprocess: Preprocess) -> torch.Tensor:
-    image = Image.new("RGB", (PROBE_IMAGE_SIDE, PROBE_IMAGE_SIDE), (127, 64, 200))
-    return preprocess.without_augmentation()(image)
 
 
 def network_layers(command: Command) -> list[dict[str, Any]]:
@@ -115,42 +179,42 @@ def build_network(command: Command, input_shape: tuple[int, ...]) -> BuiltNetwor
     return build_layers(network_layers(command), input_shape, len(command.labels))
 
 
-def dry_run(command: Command) -> DryRunReport:
-    """Push a synthetic image through everything, one forward and backward pass on a batch of two."""
-    from models.preprocess import build_preprocess
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
 
+
+def check_command(raw: Any) -> tuple[Command | None, DryRunReport | None, list[Problem]]:
+    """The whole pass without raising: (command, report, problems); command and report are None on problems."""
+    if not isinstance(raw, dict):
+        return None, None, [Problem("", f"a command is a JSON/YAML object; found {type(raw).__name__}")]
+    notes: list[str] = []
+    problems: list[Problem] = []
+    seed = is_seed_spelling(raw)
+    if seed:
+        normalized = normalize_seed(raw)
+        raw, notes, problems = normalized.command, normalized.notes, list(normalized.problems)
+    command = None
     try:
-        preprocess = build_preprocess(command.image_ops, command.transform)
-        sample = probe_input(preprocess)
-    except Exception as exc:  # any failure of the user's preprocessing is the user's to fix
-        raise CommandError([Problem("image_ops/transform", f"preprocessing a probe image failed: {exc}")]) from None
-    try:
-        built = build_network(command, tuple(sample.shape))
-    except NetworkError as exc:
-        raise CommandError(exc.problems) from None
-    batch = torch.stack([sample, sample])
-    targets = torch.tensor([0, len(command.labels) - 1])
-    loss_fn = LOSSES.get(command.criterion.name).target(**call_params(command.criterion.params()))
-    try:
-        loss = loss_fn(built.module.train()(batch), targets)
-        loss.backward()
-    except Exception as exc:
-        raise CommandError([Problem("criterion", f"{command.criterion.name} on the network output "
-                                                  f"{tuple(built.output_shape)} failed: {exc}")]) from None
-    optimizer_cls = OPTIMIZERS.get(command.optimizer.name).target
-    try:
-        optimizer_cls(built.module.parameters(), **call_params(command.optimizer.params()))
-    except Exception as exc:
-        raise CommandError([Problem("optimizer", f"{command.optimizer.name}: {exc}")]) from None
-    n_params = count_parameters(built.module)
-    activation_bytes = batch.numel() * 4 * max(len(built.layers), 1)
-    per_sample = activation_bytes / 2 * command.batch_size
-    memory = int(n_params * 4 * 4 + per_sample)  # weights, grads, two optimizer moments + activations
-    return DryRunReport(tuple(sample.shape), built.output_shape, n_params, memory, built.layers)
+        command = Command.model_validate(raw)
+    except ValidationError as exc:
+        problems += _schema_problems(exc)
+    problems += static_problems(raw)
+    report = None
+    runnable = command or _salvage(raw, problems)
+    if runnable is not None:
+        report, found = dry_run(runnable, skip={_section(p.path) for p in problems} - {"labels", "model_name"})
+        problems += found
+    if seed:
+        problems = [Problem(seed_path(p.path), p.message) for p in problems]
+    if problems or command is None or report is None:
+        return None, None, _unique(problems) or [Problem("", "the command could not be dry-run")]
+    report.notes = notes + report.notes
+    return command, report, []
 
 
 def validate_command(raw: Any) -> tuple[Command, DryRunReport]:
-    """Parse, check every name, dry-run. Raises CommandError listing every problem found."""
-    command = parse_command(raw)
-    validate_names(command)
-    return command, dry_run(command)
+    """Parse (either spelling), check every name, dry-run. Raises CommandError listing every problem found."""
+    command, report, problems = check_command(raw)
+    if problems or command is None or report is None:
+        raise CommandError(problems or [Problem("", "the command could not be checked")])
+    return command, report
