@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from flows.environment import prepare_prefect_environment
+from flows.environment import (
+    PREFECT_FREE_COMMANDS,
+    ensure_prefect_home,
+    prepare_prefect_environment,
+    quiet_user_error_tracebacks,
+)
 
 # Each module exposes register(subparsers); a sub-command sets `func(args) -> int` as its default.
 COMMAND_MODULES = [
@@ -38,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from models.errors import UserError
 
+    if args.command not in PREFECT_FREE_COMMANDS:
+        ensure_prefect_home()
+        quiet_user_error_tracebacks()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -46,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the outside world failed (network, disk): say what, keep the traceback opt-in
+        if os.environ.get("SERPTRAIN_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}\n(set SERPTRAIN_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

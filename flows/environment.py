@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+# Sub-commands that never start Prefect: they must write nothing, not even Prefect's home.
+PREFECT_FREE_COMMANDS = {"validate", "schema"}
 
 
 def prepare_prefect_environment() -> None:
@@ -11,6 +15,33 @@ def prepare_prefect_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         data_dir = Path(os.environ.get("SERPTRAIN_DATA_DIR", ".serptrain"))
-        home = (data_dir / "prefect").resolve()
-        home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level itself
-        os.environ["PREFECT_HOME"] = str(home)
+        os.environ["PREFECT_HOME"] = str((data_dir / "prefect").resolve())
+
+
+def ensure_prefect_home() -> None:
+    """Prefect creates only the last level of its home itself."""
+    home = os.environ.get("PREFECT_HOME")
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+
+
+class HideUserErrorTracebacks(logging.Filter):
+    """A user's mistake (bad key, missing images) is one line in the terminal, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from models.errors import UserError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, UserError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_user_error_tracebacks() -> None:
+    import prefect.main  # noqa: F401  (sets up Prefect's console handlers, which we then filter)
+
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, HideUserErrorTracebacks) for f in handler.filters):
+                handler.addFilter(HideUserErrorTracebacks())

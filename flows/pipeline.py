@@ -72,7 +72,13 @@ def acquire(command: Command, store_url: str | None) -> dict[str, Any]:
     return {}
 
 
-@flow(name="train-classifier", log_prints=True)
+# Results are persisted as JSON (never pickled) under Prefect's local result storage, whose path is
+# PREFECT_LOCAL_STORAGE_PATH (default $PREFECT_HOME/storage); the tasks inherit this unless they opt out (the
+# downloads do), so a retried run reads finished steps back instead of redoing them, on any worker sharing
+# that path. No flow-level retries here: a manual run fails on a bad command or missing data, which a retry
+# would only repeat; the network-facing tasks retry themselves, and the unattended flows (flows/retrain.py)
+# retry around this one.
+@flow(name="train-classifier", log_prints=True, persist_result=True, result_serializer="json")
 def train_classifier(command: Command, store_url: str | None = None) -> dict[str, Any]:
     """Validate a training command, gather its images, train, evaluate on the test split, publish."""
     report = validate(command)
