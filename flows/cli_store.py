@@ -127,11 +127,13 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(attempts, indent=2))
         return 0
-    print(f"{'id':<24} {'model':<20} {'status':<10} {'created':<20} epochs")
+    print(f"{'id':<24} {'model':<20} {'status':<10} {'created':<20} {'epochs':>6} {'test acc':>8} champion")
     for a in attempts:
         created = a.get("created_at", "")[:19]
+        accuracy = ((a.get("metrics") or {}).get("test") or {}).get("accuracy")
+        shown = f"{accuracy:.3f}" if isinstance(accuracy, float) else "-"
         print(f"{a['id']:<24} {a['model_name'][:20]:<20} {a['status']:<10} {created:<20} "
-              f"{len(a.get('epochs') or [])}")
+              f"{len(a.get('epochs') or []):>6} {shown:>8} {'*' if a.get('champion') else ''}")
     if not attempts:
         print("(no attempts)")
     return 0

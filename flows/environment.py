@@ -16,6 +16,8 @@ def prepare_prefect_environment() -> None:
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         data_dir = Path(os.environ.get("SERPTRAIN_DATA_DIR", ".serptrain"))
         os.environ["PREFECT_HOME"] = str((data_dir / "prefect").resolve())
+        # Persisted task results (caching, retries) live beside the rest of the working data.
+        os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str((data_dir / "results").resolve()))
 
 
 def ensure_prefect_home() -> None:

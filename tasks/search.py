@@ -16,6 +16,8 @@ import serpapi
 from prefect import Task, task
 from prefect.cache_policies import INPUTS
 from prefect.client.schemas.objects import TaskRun
+from prefect.concurrency.sync import rate_limit
+from prefect.context import TaskRunContext
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 from pydantic import SecretStr
@@ -89,6 +91,10 @@ def call_serpapi(params: dict[str, Any], base_url: str, api_key: SecretStr | Non
     client = serpapi.Client(api_key=api_key.get_secret_value() if api_key else None, timeout=timeout_s)
     client.BASE_DOMAIN = base_url.rstrip("/")
     query = dict(params, no_cache="true") if fresh else dict(params)
+    # One global limit across runs and workers keeps us within the plan's rate; without the limit
+    # (`prefect gcl create serpapi ...`) this only warns.
+    if TaskRunContext.get() is not None:  # plain calls (tests of .fn, scripts) have no API to ask
+        rate_limit("serpapi", strict=False)
     try:
         data = client.search(query).as_dict()
     except serpapi.SerpApiError as exc:
