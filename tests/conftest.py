@@ -36,3 +36,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def store_url(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'store.db'}"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors are slower with several threads on a shared 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,14 +11,7 @@ from models.catalog import IMAGE_OPS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, SY
 from models.registries import Entry, Registry
 from models.validation import validate_command
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Dry runs of tiny tensors are several times slower with more than one thread on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 HEAD = [{"name": "Flatten"}, {"name": "Linear", "in_features": "auto", "out_features": "n_labels"}]

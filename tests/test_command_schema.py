@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from flows.cli import main
 from models.catalog import IMAGE_OPS, LOSSES, OPTIMIZERS, TRANSFORMS
@@ -20,12 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEED_TRAIN = REPO.parent / "shared" / "seed-commands" / "train.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def properties(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
