@@ -13,6 +13,21 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60] or "model"
 
 
+def _quality_lines(test: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    k = test.get("top_k")
+    lines = []
+    if k:
+        lines.append(f"Top-{k} accuracy {test[f'top{k}_accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}.")
+    if training.get("resumed_from_epoch"):
+        lines.append(f"Resumed from the checkpoint of epoch {training['resumed_from_epoch']}.")
+    if training.get("best_epoch"):
+        stop = " (stopped early)" if training.get("stopped_early") else ""
+        lines.append(f"Weights of the best validation epoch, {training['best_epoch']}{stop}.")
+    if training.get("precision"):
+        lines.append(f"Precision {training['precision']}; decoded-image cache: {training.get('cache', {})}.")
+    return [*lines, ""] if lines else []
+
+
 def summary_markdown(model_name: str, attempt_id: str, train: dict[str, Any], metrics: dict[str, Any]) -> str:
     test = metrics["test"]
     lines = [
@@ -21,6 +36,7 @@ def summary_markdown(model_name: str, attempt_id: str, train: dict[str, Any], me
         f"**Test accuracy: {test['accuracy']:.3f}** on {test['images']} held-out images; "
         f"{len(train['history'])} epochs on {train['device']} in {train['seconds']:.1f}s.",
         "",
+        *_quality_lines(test, train.get("training", {})),
         "| label | train | val | test |",
         "|---|---:|---:|---:|",
     ]
@@ -31,6 +47,11 @@ def summary_markdown(model_name: str, attempt_id: str, train: dict[str, Any], me
     pictures = sorted(bundle.glob("*.png"))
     if pictures:
         lines += ["", "Pictures:"] + [f"- [{p.name}]({p.as_uri()})" for p in pictures]
+    wrong = metrics.get("top_losses", [])[:5]
+    if wrong:
+        lines += ["", "Most confidently wrong test images (see top_losses.png):", "",
+                  "| image | label | predicted | confidence |", "|---|---|---|---:|"]
+        lines += [f"| `{w['key'][:12]}` | {w['label']} | {w['predicted']} | {w['confidence']:.2f} |" for w in wrong]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Training step: the trainer wrapped as a Prefect task, with progress in logs and an artifact."""
+"""Training step: the trainer wrapped as a Prefect task, with progress in logs, an artifact and the attempt."""
 
 from __future__ import annotations
 
@@ -10,9 +10,36 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from models.command import Command
-from models.settings import load_settings
-from store import open_store
+from models.errors import UserError
+from models.settings import Settings, load_settings
+from store import ImageStore, open_store
+from tasks.training.launch import run_distributed, wants_distributed
 from tasks.training.loop import TrainOptions, train
+
+
+def train_options(settings: Settings, attempt_id: str) -> TrainOptions:
+    """Settings → trainer options. The optional knobs are read only where the settings define them
+    (SERPTRAIN_AMP, SERPTRAIN_BALANCED_SAMPLING, SERPTRAIN_GRAD_CLIP, SERPTRAIN_WARMUP_STEPS,
+    SERPTRAIN_PATIENCE, SERPTRAIN_CACHE_MB)."""
+    defaults = TrainOptions(settings.runs_dir, attempt_id)
+    return TrainOptions(
+        settings.runs_dir, attempt_id, settings.device, settings.num_workers,
+        amp=getattr(settings, "amp", defaults.amp),
+        balanced=getattr(settings, "balanced_sampling", defaults.balanced),
+        grad_clip=getattr(settings, "grad_clip", defaults.grad_clip),
+        warmup_steps=getattr(settings, "warmup_steps", defaults.warmup_steps),
+        patience=getattr(settings, "patience", defaults.patience),
+        cache_mb=getattr(settings, "cache_mb", defaults.cache_mb),
+    )
+
+
+def _log_epoch(logger: Any, entry: dict[str, Any]) -> None:
+    val = entry["val_accuracy"]
+    logger.info(
+        "epoch %d/%d  train loss %.4f acc %.3f  val acc %s  %.0f img/s (%.1fs)", entry["epoch"], entry["epochs"],
+        entry["train_loss"], entry["train_accuracy"], "n/a" if val is None else f"{val:.3f}",
+        entry["images_per_s"], entry["seconds"],
+    )
 
 
 @task(name="train-model")
@@ -22,30 +49,42 @@ def train_model(command: Command, attempt_id: str, store_url: str | None = None)
     store = open_store(store_url)
     progress_id = create_progress_artifact(0.0, description=f"training {command.model_name} ({attempt_id})")
 
-    def on_epoch(entry: dict[str, Any]) -> None:
-        val = entry["val_accuracy"]
-        logger.info(
-            "epoch %d/%d  train loss %.4f acc %.3f  val acc %s  (%.1fs)", entry["epoch"], entry["epochs"],
-            entry["train_loss"], entry["train_accuracy"], "n/a" if val is None else f"{val:.3f}", entry["seconds"],
-        )
+    def on_epoch(entry: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        _log_epoch(logger, entry)
         update_progress_artifact(progress_id, 100.0 * entry["epoch"] / entry["epochs"])
-        store.update_attempt(attempt_id, status="training", epochs=history_so_far + [entry])
-        history_so_far.append(entry)
+        store.update_attempt(attempt_id, status="training", epochs=history)
 
-    history_so_far: list[dict[str, Any]] = []
     store.update_attempt(attempt_id, status="training")
-    options = TrainOptions(settings.runs_dir, attempt_id, settings.device, settings.num_workers, on_epoch)
-    result = train(command, store, options)
-    manifest_path = Path(result.bundle_dir) / "manifest.json"
-    manifest_path.write_text(json.dumps({"labels": result.manifest.labels, "splits": result.manifest.items}))
-    summary = {
-        "bundle_dir": str(result.bundle_dir), "history": result.history, "device": result.device,
-        "seconds": round(result.seconds, 2), "counts": result.manifest.counts(),
-        "manifest_hash": result.manifest.digest(),
-    }
+    options = train_options(settings, attempt_id)
+    options.on_epoch = on_epoch
+    try:
+        summary = run_training(command, attempt_id, store, store_url, settings, options, logger)
+    except UserError as exc:
+        store.update_attempt(attempt_id, status="failed", reason=str(exc)[:2000])
+        raise
+    if summary["training"].get("resumed_from_epoch"):
+        logger.info("resumed from the checkpoint of epoch %d", summary["training"]["resumed_from_epoch"])
+    manifest_path = Path(summary["bundle_dir"]) / "manifest.json"
+    manifest_path.write_text(json.dumps(summary.pop("manifest")))
+    update_progress_artifact(progress_id, 100.0)
     store.update_attempt(
-        attempt_id, status="trained", bundle_dir=summary["bundle_dir"], epochs=result.history,
+        attempt_id, status="trained", bundle_dir=summary["bundle_dir"], epochs=summary["history"],
         manifest={"hash": summary["manifest_hash"], "counts": summary["counts"], "path": str(manifest_path)},
-        timings={"train_seconds": summary["seconds"]}, device=result.device,
+        timings={"train_seconds": summary["seconds"]}, device=summary["device"], training=summary["training"],
     )
     return summary
+
+
+def run_training(command: Command, attempt_id: str, store: ImageStore, store_url: str | None, settings: Settings,
+                 options: TrainOptions, logger: Any) -> dict[str, Any]:
+    """In this process, or on torchrun ranks when SERPTRAIN_NPROC_PER_NODE / SERPTRAIN_NNODES ask for more
+    than one; both give the same summary (with the manifest, which the caller writes into the bundle)."""
+    if wants_distributed(settings):
+        return run_distributed(command, attempt_id, store_url, settings, options, options.on_epoch, logger.info)
+    result = train(command, store, options)
+    return {
+        "bundle_dir": str(result.bundle_dir), "history": result.history, "device": result.device,
+        "seconds": round(result.seconds, 2), "counts": result.manifest.counts(),
+        "manifest_hash": result.manifest.digest(), "training": result.extra,
+        "manifest": {"labels": result.manifest.labels, "splits": result.manifest.items},
+    }
