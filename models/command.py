@@ -168,6 +168,19 @@ class ModelSpec(Strict):
         return self
 
 
+class TrainingSpec(Strict):
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        default="auto", description="Mixed precision on CUDA: auto picks bf16 where supported, else fp16; CPU is fp32."
+    )
+    balanced_sampling: bool = Field(default=False, description="Draw each label equally often in training batches.")
+    grad_clip: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this value.")
+    warmup_steps: int = Field(default=0, ge=0, le=1_000_000, description="Linear learning-rate warmup, in steps.")
+    patience: int | None = Field(
+        default=None, gt=0, le=10_000,
+        description="Early stopping: epochs without a better validation loss; the best weights are kept.",
+    )
+
+
 class AcquireSpec(Strict):
     """Where the training images come from."""
 
@@ -224,6 +237,9 @@ class Command(Strict):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(preset="tiny_cnn"), description="The network.")
     seed: int = Field(default=0, description="Seed for weights, shuffling and augmentation.")
     acquire: AcquireSpec = Field(default_factory=AcquireSpec, description="Where the images come from.")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="How to train: precision, sampling, clipping, warmup, early stopping."
+    )
 
     @field_validator("labels")
     @classmethod

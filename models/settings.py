@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     couchbase_timeout_s: float = Field(default=10.0, gt=0, description="Couchbase connect timeout.")
     num_workers: int = Field(default=-1, ge=-1, description="DataLoader workers; -1 picks by CPU count.")
     device: str = Field(default="auto", description="Training device: auto, cpu, cuda, cuda:N, mps.")
+    cache_mb: int = Field(default=2048, ge=0, description="Decoded-image cache per training run, MB.")
     task_runner: str = Field(
         default="threads", pattern="^(threads|dask)$",
         description="Task runner of the acquisition flow: threads (in-process pool) or dask (an existing cluster).",

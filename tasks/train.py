@@ -17,19 +17,13 @@ from tasks.training.launch import run_distributed, wants_distributed
 from tasks.training.loop import TrainOptions, train
 
 
-def train_options(settings: Settings, attempt_id: str) -> TrainOptions:
-    """Settings → trainer options. The optional knobs are read only where the settings define them
-    (SERPTRAIN_AMP, SERPTRAIN_BALANCED_SAMPLING, SERPTRAIN_GRAD_CLIP, SERPTRAIN_WARMUP_STEPS,
-    SERPTRAIN_PATIENCE, SERPTRAIN_CACHE_MB)."""
-    defaults = TrainOptions(settings.runs_dir, attempt_id)
+def train_options(settings: Settings, attempt_id: str, command: Command) -> TrainOptions:
+    """The machine's settings (device, workers, cache) and the command's training section → trainer options."""
+    spec = command.training
     return TrainOptions(
         settings.runs_dir, attempt_id, settings.device, settings.num_workers,
-        amp=getattr(settings, "amp", defaults.amp),
-        balanced=getattr(settings, "balanced_sampling", defaults.balanced),
-        grad_clip=getattr(settings, "grad_clip", defaults.grad_clip),
-        warmup_steps=getattr(settings, "warmup_steps", defaults.warmup_steps),
-        patience=getattr(settings, "patience", defaults.patience),
-        cache_mb=getattr(settings, "cache_mb", defaults.cache_mb),
+        amp=spec.amp, balanced=spec.balanced_sampling, grad_clip=spec.grad_clip,
+        warmup_steps=spec.warmup_steps, patience=spec.patience, cache_mb=settings.cache_mb,
     )
 
 
@@ -55,7 +49,7 @@ def train_model(command: Command, attempt_id: str, store_url: str | None = None)
         store.update_attempt(attempt_id, status="training", epochs=history)
 
     store.update_attempt(attempt_id, status="training")
-    options = train_options(settings, attempt_id)
+    options = train_options(settings, attempt_id, command)
     options.on_epoch = on_epoch
     try:
         summary = run_training(command, attempt_id, store, store_url, settings, options, logger)

@@ -18,11 +18,11 @@ from tests.helpers import fill_synthetic, small_command
 def test_trainer_learns_and_bundle_round_trips(workdir: Path, store_url: str) -> None:
     labels = ["circle", "stripes"]
     fill_synthetic(store_url, workdir / "images", labels, per_label=60)
-    command, _ = validate_command(small_command(labels, epochs=6, optimizer={"name": "Adam", "lr": 0.003}))
+    command, _ = validate_command(small_command(labels, epochs=10, optimizer={"name": "Adam", "lr": 0.003}))
     store = open_store(store_url)
     result = train(command, store, TrainOptions(workdir / "runs", "attempt-1", workers=0))
 
-    assert len(result.history) == 6
+    assert len(result.history) == 10
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     module, spec = load_bundle(result.bundle_dir)
     assert spec.labels == labels and json.loads((result.bundle_dir / "model.json").read_text())["layers"]
