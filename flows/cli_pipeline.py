@@ -54,7 +54,7 @@ def format_summary(result: dict[str, Any]) -> str:
     ])
 
 
-def run_pipeline(raw: Any, store_url: str | None = None) -> int:
+def run_pipeline(raw: Any, store_url: str | None = None, attempt_id: str | None = None) -> int:
     try:
         command, _ = _validated(raw)
     except CommandError as exc:
@@ -63,7 +63,7 @@ def run_pipeline(raw: Any, store_url: str | None = None) -> int:
     from flows.pipeline import choose_source, train_classifier
 
     choose_source(command, store_url)  # a missing source is the user's to fix: say so before starting
-    state = train_classifier(command, store_url, return_state=True)
+    state = train_classifier(command, store_url, attempt_id, return_state=True)
     if not state.is_completed():
         failure = state.result(raise_on_failure=False)
         message = str(failure) if isinstance(failure, BaseException) else state.message
@@ -74,7 +74,16 @@ def run_pipeline(raw: Any, store_url: str | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_pipeline(read_command_file(args.file), args.store)
+    return run_pipeline(read_command_file(args.file), args.store, args.resume)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from store import open_store
+
+    attempt = open_store(args.store).get_attempt(args.attempt_id)
+    if attempt is None:
+        raise UserError(f"no attempt {args.attempt_id!r}; `serptrain attempts list` shows them")
+    return run_pipeline(attempt["command"], args.store, args.attempt_id)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -118,7 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="validate a command file (JSON or YAML) and run the whole pipeline")
     run.add_argument("file")
     run.add_argument("--store", default=None, help=store_help)
+    run.add_argument("--resume", metavar="ATTEMPT_ID", default=None,
+                     help="take up this attempt again: training resumes from its last checkpoint")
     run.set_defaults(func=cmd_run)
+    resume = sub.add_parser("resume", help="re-run a failed or interrupted attempt from its last checkpoint")
+    resume.add_argument("attempt_id")
+    resume.add_argument("--store", default=None, help=store_help)
+    resume.set_defaults(func=cmd_resume)
     demo = sub.add_parser("demo", help="run the pipeline offline on a synthetic shapes task")
     demo.add_argument("--store", default=None, help=store_help)
     demo.set_defaults(func=cmd_demo)

@@ -79,10 +79,15 @@ def acquire(command: Command, store_url: str | None) -> dict[str, Any]:
 # would only repeat; the network-facing tasks retry themselves, and the unattended flows (flows/retrain.py)
 # retry around this one.
 @flow(name="train-classifier", log_prints=True, persist_result=True, result_serializer="json")
-def train_classifier(command: Command, store_url: str | None = None) -> dict[str, Any]:
-    """Validate a training command, gather its images, train, evaluate on the test split, publish."""
+def train_classifier(
+    command: Command, store_url: str | None = None, attempt_id: str | None = None
+) -> dict[str, Any]:
+    """Validate a training command, gather its images, train, evaluate on the test split, publish.
+
+    `attempt_id` names an earlier attempt to take up again: training resumes from its last checkpoint.
+    """
     report = validate(command)
-    attempt_id = start_attempt(command, store_url)
+    attempt_id = start_attempt(command, store_url, attempt_id)
     try:
         set_attempt_status(attempt_id, "acquiring", store_url, dry_run=report)
         ingest = acquire(command, store_url)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 
 from models.command import Command
+from models.errors import UserError
 from store import open_store
 
 CODE_VERSION = "0.1.0"
@@ -18,12 +19,18 @@ def public_command(command: Command) -> dict[str, Any]:
 
 
 @task(name="start-attempt")
-def start_attempt(command: Command, store_url: str | None = None) -> str:
+def start_attempt(command: Command, store_url: str | None = None, attempt_id: str | None = None) -> str:
+    """A new attempt, or the named one taken up again (training resumes from its last checkpoint)."""
     store = open_store(store_url)
-    return store.create_attempt({
-        "model_name": command.model_name, "status": "validating", "command": public_command(command),
-        "code_version": CODE_VERSION,
-    })
+    existing = store.get_attempt(attempt_id) if attempt_id else None
+    if existing is not None:
+        if existing["model_name"] != command.model_name:
+            raise UserError(f"attempt {attempt_id!r} trains {existing['model_name']!r}, not {command.model_name!r}")
+        store.update_attempt(attempt_id, status="validating", reason=None, command=public_command(command))
+        return attempt_id
+    doc = {"model_name": command.model_name, "status": "validating", "command": public_command(command),
+           "code_version": CODE_VERSION}
+    return store.create_attempt(doc | ({"id": attempt_id} if attempt_id else {}))
 
 
 @task(name="set-attempt-status")

@@ -47,3 +47,18 @@ def test_failed_run_marks_the_attempt_failed(prefect_harness, workdir: Path, sto
     assert state.is_failed()
     attempts = open_store(store_url).find_attempts("tiny")
     assert attempts[-1]["status"] == "failed" and "no training images" in attempts[-1]["reason"]
+
+
+def test_a_failed_attempt_is_taken_up_again(prefect_harness, workdir: Path, store_url: str) -> None:
+    from tests.helpers import fill_synthetic
+
+    command, _ = validate_command(small_command(["circle", "square"], epochs=1))
+    assert train_classifier(command, return_state=True).is_failed()  # no images yet
+    failed = open_store(store_url).find_attempts("tiny")[-1]
+    fill_synthetic(store_url, workdir / "images", ["circle", "square"], per_label=20)
+
+    result = train_classifier(command, attempt_id=failed["id"])
+
+    assert result["attempt_id"] == failed["id"]
+    attempts = open_store(store_url).find_attempts("tiny")
+    assert [a["id"] for a in attempts] == [failed["id"]] and attempts[0]["status"] == "evaluated"
