@@ -35,3 +35,9 @@ def small_command(labels: list[str], **overrides: Any) -> dict[str, Any]:
     }
     command.update(overrides)
     return command
+
+
+def seed_commands_dir() -> Path:
+    """The older project's command dictionaries: ../shared/seed-commands when present, else the copy kept here."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "seed-commands"
+    return shared if shared.is_dir() else Path(__file__).resolve().parent / "fixtures" / "seed-commands"

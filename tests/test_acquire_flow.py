@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -21,8 +20,9 @@ from store import open_store
 from tasks.search import SerpApiAuthError, SerpApiPlanExhausted
 from tests.fixtures.fake_serpapi import FakeSerpApi
 from tests.fixtures.image_host import ImageHost
+from tests.helpers import seed_commands_dir
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seed-commands"
+SEEDS = seed_commands_dir()
 
 
 @pytest.fixture(scope="module", autouse=True)

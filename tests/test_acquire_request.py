@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,9 @@ from models.acquire_request import (
 )
 from models.command import Command
 from models.errors import CommandError, UserError
+from tests.helpers import seed_commands_dir
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seed-commands"
+SEEDS = seed_commands_dir()
 
 
 def seed(name: str) -> dict:

@@ -14,9 +14,10 @@ from flows.cli import main
 from models.catalog import IMAGE_OPS, LOSSES, OPTIMIZERS, TRANSFORMS
 from models.command import Command
 from models.schema_doc import command_reference
+from tests.helpers import seed_commands_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SEED_TRAIN = REPO.parent / "shared" / "seed-commands" / "train.json"
+SEED_TRAIN = seed_commands_dir() / "train.json"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

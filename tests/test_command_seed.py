@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,9 @@ from models.command import Command
 from models.errors import CommandError
 from models.seed import SeedTestRequest, is_seed_spelling, normalize_command
 from models.validation import validate_command
+from tests.helpers import seed_commands_dir
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seed-commands"
+SEEDS = seed_commands_dir()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
