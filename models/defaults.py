@@ -10,9 +10,9 @@ def demo_command() -> dict[str, Any]:
         "model_name": "shapes-demo",
         "labels": ["circle", "square", "triangle", "star"],
         "optimizer": {"name": "Adam", "lr": 0.002},
-        "scheduler": {"name": "CosineAnnealingLR", "T_max": 12},
+        "scheduler": {"name": "CosineAnnealingLR", "T_max": 20},
         "batch_size": 32,
-        "epochs": 12,
+        "epochs": 20,
         "image_ops": [{"resize": {"size": [32, 32]}}, {"convert": {"mode": "RGB"}}],
         "transform": {
             "ToTensor": True,
