@@ -20,6 +20,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
+from flows.runners import with_acquisition_runner
 from models.acquire_request import (
     RESULTS_PER_PAGE,
     AcquireSettings,
@@ -259,8 +260,8 @@ def acquire_labels(plans: list[LabelPlan] | list[dict[str, Any]], store_url: str
     """Plain entry point for the pipeline and the CLI: checks the key before anything is spent."""
     checked = validate_plans(list(plans))
     key = resolve_api_key(api_key)
-    workers = AcquireSettings().page_concurrency
-    runner = acquire_images.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    # Threads by default, or the Dask cluster that SERPTRAIN_TASK_RUNNER=dask names (flows/runners.py).
+    runner = with_acquisition_runner(acquire_images, max_workers=AcquireSettings().page_concurrency)
     return runner(checked, store_url, key)
 
 

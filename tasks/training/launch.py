@@ -115,13 +115,18 @@ def stream(cmd: list[str], env: dict[str, str], log: Callable[[str], None],
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           bufsize=1) as process:
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            if line.startswith(EPOCH_MARKER) and on_epoch is not None:
-                history.append(json.loads(line[len(EPOCH_MARKER):]))
-                on_epoch(history[-1], list(history))
-            log(line)
+        try:
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                if line.startswith(EPOCH_MARKER) and on_epoch is not None:
+                    history.append(json.loads(line[len(EPOCH_MARKER):]))
+                    on_epoch(history[-1], list(history))  # it logs the epoch itself
+                    continue
+                log(line)
+        except BaseException:  # a failing callback, a cancelled task, Ctrl-C: no ranks left behind
+            process.terminate()  # torchrun passes SIGTERM on to its ranks
+            raise
     return process.returncode, "\n".join(tail)
 
 
