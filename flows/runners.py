@@ -1,6 +1,6 @@
 """Where the acquisition flow's tasks run: an in-process thread pool (default) or an existing Dask cluster.
 
-SERPTRAIN_TASK_RUNNER=threads: Prefect's ThreadPoolTaskRunner, SERPTRAIN_MAX_CONCURRENT_PAGES pages at once.
+SERPTRAIN_TASK_RUNNER=threads: Prefect's ThreadPoolTaskRunner, SERPTRAIN_ACQUIRE_PAGE_CONCURRENCY pages at once.
 SERPTRAIN_TASK_RUNNER=dask: prefect-dask's DaskTaskRunner connected to SERPTRAIN_DASK_ADDRESS; page tasks
 (search + download + ingest) then run on the cluster's workers, each opening the shared store itself.
 We start no cluster here: one is run and sized by whoever operates it (dask-scheduler / dask-worker,
@@ -35,7 +35,11 @@ def acquisition_task_runner(settings: Settings | None = None, max_workers: int |
     settings = settings or load_settings()
     if settings.task_runner == "dask":
         return dask_task_runner(settings.dask_address)
-    return ThreadPoolTaskRunner(max_workers=max_workers or settings.max_concurrent_pages)
+    if max_workers is None:
+        from models.acquire_request import AcquireSettings
+
+        max_workers = AcquireSettings().page_concurrency
+    return ThreadPoolTaskRunner(max_workers=max_workers)
 
 
 def with_acquisition_runner(flow: Flow, settings: Settings | None = None, max_workers: int | None = None) -> Flow:

@@ -31,7 +31,6 @@ class Settings(BaseSettings):
         description="Task runner of the acquisition flow: threads (in-process pool) or dask (an existing cluster).",
     )
     dask_address: str = Field(default="", description="Dask scheduler address (tcp://HOST:8786) for task_runner=dask.")
-    max_concurrent_pages: int = Field(default=8, gt=0, le=256, description="Search pages fetched at once.")
     nproc_per_node: int = Field(default=1, ge=1, le=64, description="Training processes per machine (DDP).")
     nnodes: int = Field(default=1, ge=1, le=1024, description="Machines taking part in one training run (DDP).")
     rdzv_endpoint: str = Field(default="", description="torchrun rendezvous HOST:PORT when nnodes > 1.")

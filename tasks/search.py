@@ -7,6 +7,7 @@ backoff and jitter; a bad key (401) or an exhausted plan fails at once, saying w
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -93,8 +94,11 @@ def call_serpapi(params: dict[str, Any], base_url: str, api_key: SecretStr | Non
     query = dict(params, no_cache="true") if fresh else dict(params)
     # One global limit across runs and workers keeps us within the plan's rate; without the limit
     # (`prefect gcl create serpapi ...`) this only warns.
-    if TaskRunContext.get() is not None:  # plain calls (tests of .fn, scripts) have no API to ask
-        rate_limit("serpapi", strict=False)
+    limit = os.environ.get("SERPTRAIN_SERPAPI_RATE_LIMIT", "")
+    # Opt-in: each call asks the Prefect API for a slot, which costs a round trip (seconds on the ephemeral
+    # SQLite API); plain calls (tests of .fn, scripts) have no API to ask.
+    if limit and TaskRunContext.get() is not None:
+        rate_limit(limit, strict=False)
     try:
         data = client.search(query).as_dict()
     except serpapi.SerpApiError as exc:

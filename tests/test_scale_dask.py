@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.testing.utilities import prefect_test_harness
-from pydantic import SecretStr
 
-from flows.runners import acquisition_task_runner, with_acquisition_runner
+from flows.runners import acquisition_task_runner
 from models.errors import UserError
 from models.settings import Settings
 from store import open_store
@@ -21,7 +20,7 @@ from tests.fixtures.image_host import ImageHost
 distributed = pytest.importorskip("distributed", reason="distributed not installed: pip install 'serptrain[dask]'")
 pytest.importorskip("prefect_dask", reason="prefect-dask not installed: pip install 'serptrain[dask]'")
 
-from flows.acquire import acquire_images  # noqa: E402
+from flows.acquire import acquire_labels  # noqa: E402
 from models.acquire_request import LabelPlan  # noqa: E402
 
 LABELS = {"cats": 27, "dogs": 22}  # results per query: several pages of 10, the last one short
@@ -64,7 +63,7 @@ def run_acquisition(env: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> tu
     monkeypatch.setenv("SERPTRAIN_DATA_DIR", str(env / f"data-{name}"))  # own page cache: each run asks SerpApi
     store_url = f"sqlite:///{env / f'{name}.db'}"
     plans = [LabelPlan(label=label, queries=[label], pages=5, target=200) for label in LABELS]
-    report = with_acquisition_runner(acquire_images)(plans, store_url, SecretStr("test-key"))
+    report = acquire_labels(plans, store_url)  # the CLI's and the pipeline's entry point: runner from settings
     return report, store_url
 
 
@@ -104,7 +103,7 @@ def test_dask_cluster_stores_exactly_what_the_thread_pool_stores(env: Path, monk
 
 
 def test_runner_is_chosen_by_settings() -> None:
-    runner = acquisition_task_runner(Settings(task_runner="threads", max_concurrent_pages=3))
+    runner = acquisition_task_runner(Settings(task_runner="threads"), max_workers=3)
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
     assert acquisition_task_runner(Settings(), max_workers=5)._max_workers == 5
     dask = acquisition_task_runner(Settings(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))

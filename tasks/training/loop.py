@@ -41,6 +41,7 @@ from tasks.training.distributed import (
     init_distributed,
     rank_device,
     reduce_stats,
+    reduce_sum,
     unwrap_model,
     wrap_model,
 )
@@ -135,6 +136,14 @@ def _run_rounds(stepper: Stepper, loaders: Loaders, plan: list[int | None], ckpt
             options.on_epoch(entry, list(ckpt.state.history))
 
 
+def _check_same_start(resumed_from: int, ctx: DistContext) -> None:
+    """Ranks that resumed from different checkpoints would run different numbers of rounds and wait on each
+    other forever; fail at once instead (torchrun then stops every rank)."""
+    if ctx.distributed and reduce_sum(float(resumed_from), ctx) != resumed_from * ctx.world_size:
+        raise TrainingFailed("the ranks found different checkpoints of this attempt: SERPTRAIN_RUNS_DIR must be "
+                             "one folder that every node sees")
+
+
 def _build_stepper(command: Command, built: BuiltNetwork, device: torch.device, precision: Precision,
                    options: TrainOptions, ctx: DistContext) -> tuple[Stepper, Objectives]:
     model = wrap_model(prepare_model(built.module, device, precision), ctx)
@@ -167,6 +176,7 @@ def train(command: Command, store: ImageStore, options: TrainOptions) -> TrainRe
     ckpt = Checkpointer(bundle_dir / "checkpoints", command, manifest.digest(), objectives)
     stopper = EarlyStopping(options.patience, bundle_dir / "checkpoints", write=ctx.is_main)
     resumed_from = ckpt.resume(stepper, stopper) if options.resume else 0
+    _check_same_start(resumed_from, ctx)
     plan = round_plan(command, len(manifest.items["train"]))
     try:
         with cpu_threads(device, loaders.cache_report["workers"]):
