@@ -13,7 +13,7 @@ from typing import Any
 
 from models.images import ImageInfo
 from store.base import ImageMeta, ImagePut, PutResult, StoreError, jsonable, new_attempt_id, now_iso, split_of
-from store.sqlite_attempts import SQLiteAttempts
+from store.sqlite_attempts import SQLiteAttempts, immediate_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -118,17 +118,11 @@ class SQLiteStore(SQLiteAttempts):
         """Idempotent bulk put: one write transaction per BATCH images."""
         results: list[PutResult] = []
         for start in range(0, len(items), BATCH):
-            with self._lock:
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+            try:
+                with immediate_transaction(self._lock, self._connect) as conn:
                     results.extend(self._put_locked(conn, item) for item in items[start:start + BATCH])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    self._label_keys.clear()
+            finally:
+                self._label_keys.clear()
         return results
 
     def _put_locked(self, conn: sqlite3.Connection, item: ImagePut) -> PutResult:
@@ -163,20 +157,14 @@ class SQLiteStore(SQLiteAttempts):
 
     def add_label(self, key: str, label: str, source: dict[str, Any] | None = None) -> bool:
         """Raises KeyError for an image that is not stored."""
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with immediate_transaction(self._lock, self._connect) as conn:
                 row = conn.execute("SELECT split FROM images WHERE key=?", (key,)).fetchone()
                 if row is None:
                     raise KeyError(key)
                 ambiguous = self._add_label_locked(conn, key, label, row[0], source)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._label_keys.clear()
+        finally:
+            self._label_keys.clear()
         return ambiguous
 
     def has_image(self, key: str) -> bool:

@@ -5,10 +5,28 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from store.base import StoreError, attempt_order, merge_attempt, new_attempt
+
+
+@contextmanager
+def immediate_transaction(
+    lock: threading.RLock, connect: Callable[[], sqlite3.Connection]
+) -> Iterator[sqlite3.Connection]:
+    """A write transaction taken at once (BEGIN IMMEDIATE): concurrent writers queue on the busy timeout
+    instead of failing when a read lock cannot be upgraded."""
+    with lock:
+        conn = connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 class SQLiteAttempts:
@@ -31,20 +49,13 @@ class SQLiteAttempts:
 
     def update_attempt(self, attempt_id: str, **fields: Any) -> dict[str, Any]:
         """Raises KeyError for an unknown attempt."""
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT doc FROM attempts WHERE id=?", (attempt_id,)).fetchone()
-                if row is None:
-                    raise KeyError(f"no attempt {attempt_id!r}")
-                doc = merge_attempt(json.loads(row[0]), fields)
-                conn.execute("UPDATE attempts SET model_name=?, status=?, doc=? WHERE id=?",
-                             (doc["model_name"], doc["status"], json.dumps(doc), attempt_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with immediate_transaction(self._lock, self._connect) as conn:
+            row = conn.execute("SELECT doc FROM attempts WHERE id=?", (attempt_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no attempt {attempt_id!r}")
+            doc = merge_attempt(json.loads(row[0]), fields)
+            conn.execute("UPDATE attempts SET model_name=?, status=?, doc=? WHERE id=?",
+                         (doc["model_name"], doc["status"], json.dumps(doc), attempt_id))
         return doc
 
     def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ import time
 import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import cli
 from flows.acquire import acquire_labels
@@ -25,15 +24,7 @@ from tests.helpers import seed_commands_dir
 SEEDS = seed_commands_dir()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def harness(request):
-    """The lead's session-wide prefect_harness when conftest has one, else our own for this module."""
-    try:
-        request.getfixturevalue("prefect_harness")
-        yield
-    except pytest.FixtureLookupError:
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture

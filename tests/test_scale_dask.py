@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.runners import acquisition_task_runner
 from models.errors import UserError
@@ -26,14 +25,7 @@ from models.acquire_request import LabelPlan  # noqa: E402
 LABELS = {"cats": 27, "dogs": 22}  # results per query: several pages of 10, the last one short
 
 
-@pytest.fixture(scope="module", autouse=True)
-def harness(request):
-    try:
-        request.getfixturevalue("prefect_harness")
-        yield
-    except pytest.FixtureLookupError:
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture
