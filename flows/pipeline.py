@@ -5,7 +5,6 @@ Orchestration only: which tasks, in what order. Every step's logic lives in task
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,16 @@ def choose_source(command: Command, store_url: str | None) -> str:
     missing = labels_missing_images(command, store_url)
     if not missing:
         return "store"
-    if os.environ.get("SERPAPI_API_KEY"):
-        return "serpapi"
-    raise UserError(
-        f"label(s) {missing} have no images in the store and no acquisition source is configured: "
-        "set SERPAPI_API_KEY, use acquire.source: synthetic, or `serptrain import-folder DIR`"
-    )
+    from flows.acquire import resolve_api_key
+
+    try:
+        resolve_api_key()  # SERPAPI_API_KEY or the Prefect Secret block
+    except UserError:
+        raise UserError(
+            f"label(s) {missing} have no images in the store and no acquisition source is configured: "
+            "set SERPAPI_API_KEY, use acquire.source: synthetic, or `serptrain import-folder DIR`"
+        ) from None
+    return "serpapi"
 
 
 def acquire_synthetic(command: Command, store_url: str | None) -> dict[str, Any]:
@@ -66,9 +69,10 @@ def acquire(command: Command, store_url: str | None) -> dict[str, Any]:
         return acquire_synthetic(command, store_url)
     if source == "serpapi":
         return acquire_serpapi(command, store_url)
-    missing = labels_missing_images(command, store_url)
-    if missing:
-        raise UserError(f"acquire.source is 'store' but label(s) {missing} have no training images there")
+    if command.acquire.source == "store":  # "auto" chose the store because nothing was missing
+        missing = labels_missing_images(command, store_url)
+        if missing:
+            raise UserError(f"acquire.source is 'store' but label(s) {missing} have no training images there")
     return {}
 
 

@@ -45,9 +45,6 @@ def difference_hash(image: Image.Image) -> str:
     return f"{bits:016x}"
 
 
-def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
 
 def inspect_image(data: bytes, min_side: int = 1) -> tuple[ImageInfo, Image.Image]:
     """Decode fully; raise ImageRejected with a reason for anything we would not train on."""

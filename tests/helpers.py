@@ -41,3 +41,14 @@ def seed_commands_dir() -> Path:
     """The older project's command dictionaries: ../shared/seed-commands when present, else the copy kept here."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "seed-commands"
     return shared if shared.is_dir() else Path(__file__).resolve().parent / "fixtures" / "seed-commands"
+
+
+def train_small_bundle(store_url: str, workdir: Path, labels: list[str], per_label: int, epochs: int,
+                       attempt_id: str) -> Path:
+    """Synthetic 16 px images of `labels` in the store, a small model trained on them; its bundle directory."""
+    from models.validation import validate_command
+    from tasks.training.loop import TrainOptions, train
+
+    fill_synthetic(store_url, workdir / "images", labels, per_label=per_label, size=16)
+    command, _ = validate_command(small_command(labels, epochs=epochs))
+    return train(command, open_store(store_url), TrainOptions(workdir / "runs", attempt_id, workers=0)).bundle_dir

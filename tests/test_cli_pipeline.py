@@ -26,7 +26,7 @@ def test_validate_prints_normalized_command_and_writes_nothing(workdir: Path) ->
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["command"]["epochs"] == 3 and out["dry_run"]["output_shape"] == [2]
-    assert set(workdir.iterdir()) - {workdir / ".serptrain"} == before
+    assert set(workdir.iterdir()) == before
     assert not (workdir / "runs").exists() and not (workdir / "store.db").exists()
 
 

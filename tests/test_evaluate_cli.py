@@ -6,27 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from flows.cli import main
-from models.validation import validate_command
 from store import open_store
-from tasks.training.loop import TrainOptions, train
-from tests.helpers import fill_synthetic, small_command
+from tests.helpers import train_small_bundle
 
 LABELS = ["circle", "square"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture()
 def bundle(workdir: Path, store_url: str) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    fill_synthetic(store_url, workdir / "images", LABELS, per_label=24, size=16)
-    command, _ = validate_command(small_command(LABELS, epochs=2))
-    result = train(command, open_store(store_url), TrainOptions(workdir / "runs", "20260101-000000-aaaaaa",
-                                                                workers=0))
-    torch.set_num_threads(before)
-    return result.bundle_dir
+    return train_small_bundle(store_url, workdir, LABELS, per_label=24, epochs=2, attempt_id="20260101-000000-aaaaaa")
 
 
 def test_evaluate_a_bundle_prints_json(bundle: Path, store_url: str, capsys: pytest.CaptureFixture) -> None:

@@ -7,30 +7,24 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from flows.cli import main
-from models.validation import validate_command
-from store import open_store
-from tasks.training.loop import TrainOptions, train
 from tests.fixtures.image_host import ImageHost
-from tests.helpers import fill_synthetic, small_command
+from tests.helpers import train_small_bundle
 
 LABELS = ["circle", "square", "star"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture()
 def bundle(workdir: Path, store_url: str) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    fill_synthetic(store_url, workdir / "images", LABELS, per_label=12, size=16)
-    command, _ = validate_command(small_command(LABELS, epochs=1))
-    result = train(command, open_store(store_url), TrainOptions(workdir / "runs", "p1", workers=0))
-    torch.set_num_threads(before)
+    trained = train_small_bundle(store_url, workdir, LABELS, per_label=12, epochs=1, attempt_id="p1")
     copy = workdir / "copied-bundle"  # only the two files travel
     copy.mkdir()
     for name in ("model.safetensors", "model.json"):
-        shutil.copy(result.bundle_dir / name, copy / name)
+        shutil.copy(trained / name, copy / name)
     return copy
 
 
