@@ -241,6 +241,15 @@ class Command(Strict):
         default_factory=TrainingSpec, description="How to train: precision, sampling, clipping, warmup, early stopping."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spelling(cls, raw: Any) -> Any:
+        # A command posted to the train-classifier deployment (which leaves checking to the flow) or passed
+        # to the flow from Python may use the older spelling; the CLI normalizes first, so it sees ours.
+        from models.seed import accept_seed_spelling
+
+        return accept_seed_spelling(raw)
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, value: list[LabelSpec]) -> list[LabelSpec]:

@@ -141,3 +141,13 @@ class SeedTestRequest(BaseModel):
     transform: dict[str, Any] | None = Field(default=None, description="Ignored: the bundle records it.")
     target_transform: dict[str, Any] | None = Field(default=None, description="Ignored.")
     model: dict[str, Any] | None = Field(default=None, description="Ignored: the bundle records the network.")
+
+
+def accept_seed_spelling(raw: Any) -> Any:
+    """For Command's before-validator: a dict in the seed spelling becomes ours, seed-only mistakes raise."""
+    if not is_seed_spelling(raw):
+        return raw
+    result = normalize_seed(raw)
+    if result.problems:
+        raise ValueError("; ".join(str(problem) for problem in result.problems))
+    return result.command

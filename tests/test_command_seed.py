@@ -85,3 +85,14 @@ def test_seed_test_request_is_understood() -> None:
         pytest.skip(f"{path} is not here")
     request = SeedTestRequest.model_validate(json.loads(path.read_text()))
     assert request.model_name == "american_dog_species" and request.limit == 200 and request.ids == []
+
+
+def test_command_model_takes_the_seed_spelling_as_the_flow_parameter_does(seed_train: dict[str, Any]) -> None:
+    # Prefect validates a flow run's parameters with Command itself: a seed dict posted to the deployment.
+    direct = Command.model_validate(copy.deepcopy(seed_train))
+    checked, _ = validate_command(copy.deepcopy(seed_train))
+    assert direct == checked and direct.steps == 100 and direct.model.layers is not None
+    with pytest.raises(ValueError, match="n_labels: is 4 but label_names has 9 names"):
+        Command.model_validate({**seed_train, "n_labels": 4})
+    with pytest.raises(ValueError, match="n_epohc"):
+        Command.model_validate({**seed_train, "n_epohc": 4})

@@ -192,6 +192,42 @@ def test_manual_run_through_the_rest_api_trains_a_bundle(service: Service) -> No
     assert any(attempts[0]["id"] in json.dumps(r) for r in results)
 
 
+def seed_spelled_command() -> dict[str, Any]:
+    """The older project's spelling (seed-commands/train.json), on the labels the first run put in the store."""
+    return {
+        "model_name": "e2e-seed", "label_names": ["circle", "square"], "n_labels": 0, "n_epoch": 6,
+        "batch_size": 8, "criterion": {"name": "CrossEntropyLoss"}, "optimizer": {"name": "Adam", "lr": 0.003},
+        "image_ops": [{"resize": {"size": [16, 16], "resample": "Image.ANTIALIAS"}}, {"convert": {"mode": "'RGB'"}}],
+        "transform": {"ToTensor": True}, "target_transform": {"ToTensor": True},
+        "model": {"name": "", "layers": [{"name": "Flatten"}, {"name": "Linear", "in_features": "auto",
+                                                                    "out_features": "n_labels"}]},
+    }
+
+
+def run_command(service: Service, command: dict[str, Any]) -> dict[str, Any]:
+    deployment_id = deployment(service, "train-classifier", "train-classifier")["id"]
+    created = service.request("POST", f"/deployments/{deployment_id}/create_flow_run",
+                              {"parameters": {"command": command}})
+    return wait_terminal(service, created["id"])
+
+
+def test_seed_spelled_command_through_the_rest_api_trains(service: Service) -> None:
+    assert trained_run(service)["state"]["type"] == "COMPLETED"
+    run = run_command(service, seed_spelled_command())
+    assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{service.logs()}"
+    [attempt] = open_store(service.env["SERPTRAIN_STORE"]).find_attempts("e2e-seed")
+    assert attempt["status"] == "evaluated" and attempt["command"]["steps"] == 6
+    assert [label["name"] for label in attempt["command"]["labels"]] == ["circle", "square"]
+
+
+def test_misspelled_command_through_the_rest_api_fails_naming_the_field(service: Service) -> None:
+    command = {**small_command(), "model_name": "e2e-typo", "epohcs": 3}
+    run = run_command(service, command)
+    assert run["state"]["type"] == "FAILED"
+    assert "epohcs" in run["state"]["message"], f"{run['state']}\n{service.logs()}"
+    assert open_store(service.env["SERPTRAIN_STORE"]).find_attempts("e2e-typo") == []
+
+
 def test_label_request_event_triggers_a_completed_retraining(service: Service) -> None:
     assert trained_run(service)["state"]["type"] == "COMPLETED"
     target = deployment(service, "on-new-label", "on-new-label")
