@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.commandfile import read_command_file
+from flows.progress import finish_progress, progress_printer
 from models.errors import CommandError, UserError
 
 
@@ -36,6 +37,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefect_executable() -> str:
+    """The prefect command of this environment, relative to the current folder where it lies inside it."""
+    executable = Path(sys.executable).parent / "prefect"
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
+
+
 def format_summary(result: dict[str, Any]) -> str:
     rows = [f"{'label':<24} {'train':>6} {'val':>5} {'test':>5}"]
     for label, counts in result["counts"].items():
@@ -50,7 +60,7 @@ def format_summary(result: dict[str, Any]) -> str:
         f"  bundle: {result['bundle_dir']}  (model.safetensors, model.json, metrics.json, PNGs)",
         f"  predict: serptrain predict {result['bundle_dir']} IMAGE",
         "  look at the run and its artifacts in the Prefect UI:",
-        f"    PREFECT_HOME={prefect_home} .venv/bin/prefect server start   # then open http://127.0.0.1:4200/runs",
+        f"    PREFECT_HOME={prefect_home} {_prefect_executable()} server start   # then open http://127.0.0.1:4200/runs",
     ])
 
 
@@ -104,12 +114,8 @@ def cmd_import_folder(args: argparse.Namespace) -> int:
         raise UserError(f"{root}: no images found in label sub-folders (expected DIR/<label>/<images>)")
     ingestor = Ingestor(open_store(args.store))
 
-    def progress(done: int, total: int) -> None:
-        if done % max(1, total // 20) == 0 or done == total:
-            print(f"\ringested {done}/{total}", end="", file=sys.stderr, flush=True)
-
-    report = ingest_paths(ingestor, items, progress)
-    print(file=sys.stderr)
+    report = ingest_paths(ingestor, items, progress_printer("ingested"))
+    finish_progress()
     print(json.dumps(report.as_dict(), indent=2) if args.json else _report_table(report.as_dict()))
     return 0
 

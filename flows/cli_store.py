@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from flows.progress import finish_progress, progress_printer
 from models.errors import UserError
 
 STORE_HELP = "store URL (default: $SERPTRAIN_STORE or sqlite:///./.serptrain/serptrain.db)"
@@ -17,12 +17,6 @@ def _open(args: argparse.Namespace) -> Any:
     from store import open_store
 
     return open_store(args.store)
-
-
-def _progress(verb: str) -> Any:
-    def show(done: int, total: int) -> None:
-        print(f"\r{verb} {done}/{total}", end="", file=sys.stderr, flush=True)
-    return show
 
 
 def human_bytes(n: int) -> str:
@@ -77,8 +71,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     dest = Path(args.dir)
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a directory")
-    summary = export_store(_open(args), dest, args.label or None, _progress("exported"))
-    print(file=sys.stderr)
+    summary = export_store(_open(args), dest, args.label or None, progress_printer("exported"))
+    finish_progress()
     print(json.dumps(summary, indent=2) if args.json else
           f"exported {summary['images']} images of {len(summary['labels'])} labels to {dest}")
     return 0
@@ -92,10 +86,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UserError(f"{src}: not a directory (expected an export, or DIR/<label>/<images>)")
     store = _open(args)
     if (src / MANIFEST).exists():
-        report = import_export(store, src, _progress("imported"))
+        report = import_export(store, src, progress_printer("imported"))
     else:
         report = _import_folders(store, src)
-    print(file=sys.stderr)
+    finish_progress()
     print(json.dumps(report, indent=2) if args.json else _format_import(report))
     return 0
 
@@ -107,7 +101,7 @@ def _import_folders(store: Any, src: Path) -> dict[str, Any]:
     items = list(folder_images(src))
     if not items:
         raise UserError(f"{src}: no {Path('manifest.json')} and no images in label sub-folders")
-    report = ingest_paths(Ingestor(store), items, _progress("imported"))
+    report = ingest_paths(Ingestor(store), items, progress_printer("imported"))
     return {"labels": report.as_dict(), "stored": report.total("stored")}
 
 

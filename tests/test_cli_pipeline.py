@@ -61,5 +61,8 @@ def test_import_folder_then_store_holds_the_images(workdir: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["circle"]["seen"] == 5 and report["circle"]["stored"] + report["circle"]["near_duplicates"] == 5
+    # stderr is a pipe here, as in a log: progress comes as whole lines, ending at the total
+    progress = done.stderr.splitlines()
+    assert progress[-1] == "ingested 10/10" and all(line.startswith("ingested ") for line in progress)
     again = json.loads(serptrain("import-folder", "pics", "--json", cwd=workdir).stdout)
     assert again["circle"]["stored"] == 0
