@@ -73,7 +73,9 @@ def read_image_source(source: str) -> bytes:
         from models.settings import load_settings
         from tasks.download import Downloader, DownloadOptions, DownloadRejected
 
-        options = DownloadOptions(workers=1, retries=1, allow_private=load_settings().allow_private_hosts)
+        settings = load_settings()
+        options = DownloadOptions(workers=1, retries=1, allow_private=settings.allow_private_hosts,
+                                  trusted_networks=settings.trusted_network_list())
         try:
             with Downloader(options) as downloader:
                 return downloader.fetch(source)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.errors import UserError
 
 
 class Settings(BaseSettings):
@@ -19,6 +22,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./.serptrain"), description="Working data: caches, synthetic images.")
     serpapi_url: str = Field(default="https://serpapi.com", description="SerpApi base URL.")
     allow_private_hosts: bool = Field(default=False, description="Allow downloads from private addresses.")
+    trusted_networks: str = Field(
+        default="", description="Private networks downloads may reach anyway (an internal image mirror): "
+        "comma-separated addresses or CIDRs, e.g. 10.1.0.0/16.")
     couchbase_user: str = Field(default="", description="Couchbase user name.")
     couchbase_password: SecretStr = Field(default=SecretStr(""), description="Couchbase password.")
     couchbase_bucket: str = Field(default="serptrain", description="Couchbase bucket.")
@@ -36,5 +42,27 @@ class Settings(BaseSettings):
     rdzv_endpoint: str = Field(default="", description="torchrun rendezvous HOST:PORT when nnodes > 1.")
 
 
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from tasks.netguard import parse_networks
+
+        parse_networks(value)
+        return value
+
+    def trusted_network_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.trusted_networks.split(",") if part.strip())
+
+
+def _setting_problem(err: Any) -> str:
+    variable = "SERPTRAIN_" + "_".join(map(str, err["loc"])).upper()
+    return f"{variable}: {err['msg'].removeprefix('Value error, ')}; found {err.get('input')!r}"
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """The settings, or a UserError naming each environment variable that holds a bad value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [_setting_problem(err) for err in exc.errors()]
+        raise UserError("bad setting(s) in the environment:\n  " + "\n  ".join(lines)) from None

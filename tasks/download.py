@@ -9,7 +9,6 @@ The bytes are then verified and stored by the Ingestor; every failure is counted
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -29,6 +28,7 @@ from models.images import content_key
 from models.settings import load_settings
 from store import open_store
 from tasks.ingest import Ingestor, IngestReport
+from tasks.netguard import PrivatePeer, guard_connections, host_allowed, parse_networks
 
 USER_AGENT = "serptrain/0.1 (+image classifier dataset builder)"
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -53,20 +53,7 @@ class DownloadOptions:
     retries: int = 2
     retry_delay_s: float = 0.5
     allow_private: bool = False
-
-
-def address_is_public(host: str) -> bool:
-    """False when any address of host is private, loopback, link-local, reserved, multicast or unspecified."""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise DownloadRejected("dns_error") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
-                or address.is_multicast or address.is_unspecified):
-            return False
-    return True
+    trusted_networks: tuple[str, ...] = ()  # reachable although private (an internal mirror)
 
 
 class Downloader:
@@ -83,6 +70,9 @@ class Downloader:
             timeout=urllib3.Timeout(connect=options.timeout_s, read=options.timeout_s),
             headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"},
         )
+        self._trusted = parse_networks(",".join(options.trusted_networks))
+        if not options.allow_private:
+            guard_connections(self.pool, self._trusted)
         self._lock = threading.Lock()
         self._host_slots: dict[str, threading.Semaphore] = {}
         self._host_ok: dict[str, bool] = {}
@@ -107,10 +97,16 @@ class Downloader:
         host = parts.hostname
         if not self.options.allow_private:
             if host not in self._host_ok:
-                self._host_ok[host] = address_is_public(host)
+                self._host_ok[host] = self._host_allowed(host)
             if not self._host_ok[host]:
                 raise DownloadRejected("private_host")
         return host
+
+    def _host_allowed(self, host: str) -> bool:
+        try:
+            return host_allowed(host, self._trusted)
+        except (socket.gaierror, UnicodeError):
+            raise DownloadRejected("dns_error") from None
 
     def fetch(self, url: str) -> bytes:
         """The body of url, or DownloadRejected(reason) after the allowed retries."""
@@ -139,6 +135,8 @@ class Downloader:
         """(redirect location, None) or ("", body)."""
         try:
             response = self.pool.request("GET", url, preload_content=False, redirect=False)
+        except PrivatePeer:
+            raise DownloadRejected("private_host") from None
         except urllib3.exceptions.TimeoutError:
             raise DownloadRejected("timeout", retryable=True) from None
         except urllib3.exceptions.HTTPError:  # refused, reset, a pooled connection the host had closed

@@ -115,13 +115,43 @@ def test_private_hosts_are_refused_unless_allowed(host):
     assert host.hits["/p.png"] == 0
 
 
-def test_redirect_to_a_private_host_is_refused(host, monkeypatch):
-    # The first hop is "public" (we pretend so), the redirect points at loopback: checked on every hop.
-    monkeypatch.setattr("tasks.download.address_is_public", lambda name: name != "localhost")
-    url = host.add("out", Route(status=302, redirect_to=f"http://localhost:{host.server.server_address[1]}/x"))
-    strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False})
-    with Downloader(strict) as downloader, pytest.raises(DownloadRejected, match="private_host"):
-        downloader.fetch(url)
+def test_redirect_to_a_private_host_is_refused(host):
+    # 127.0.0.1 is trusted (as an operator trusts an internal mirror); 127.0.0.2 is an untrusted private host.
+    with ImageHost(address="127.0.0.2") as inner:
+        target = inner.good("x.png", 1)
+        url = host.add("out", Route(status=302, redirect_to=target))
+        strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": ("127.0.0.1/32",)})
+        with Downloader(strict) as downloader, pytest.raises(DownloadRejected, match="private_host"):
+            downloader.fetch(url)
+        assert host.hits["/out"] == 1 and inner.hits["/x.png"] == 0
+
+
+def test_trusted_network_is_reachable_though_private(host):
+    url = host.good("t.png", 3)
+    strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": ("127.0.0.0/8",)})
+    with Downloader(strict) as downloader:
+        assert downloader.fetch(url) == host.routes["/t.png"].body
+
+
+def test_a_name_that_rebinds_to_a_private_address_is_refused(monkeypatch):
+    # A fake resolver (the outside world): public when the name is checked, loopback when urllib3 connects.
+    real_getaddrinfo = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])
+
+    def rebinding_dns(name, port, *args, **kwargs):
+        if name != "images.rebind.test":
+            return real_getaddrinfo(name, port, *args, **kwargs)
+        address = next(answers, "127.0.0.2")
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    with ImageHost(address="127.0.0.2") as private:
+        private.good("p.png", 2)
+        strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "retries": 0})
+        url = f"http://images.rebind.test:{private.server.server_address[1]}/p.png"
+        with Downloader(strict) as downloader, pytest.raises(DownloadRejected, match="private_host"):
+            downloader.fetch(url)
+        assert private.hits["/p.png"] == 0
 
 
 def test_size_cap_applies_without_content_length(host):

@@ -66,3 +66,12 @@ def test_import_folder_then_store_holds_the_images(workdir: Path) -> None:
     assert progress[-1] == "ingested 10/10" and all(line.startswith("ingested ") for line in progress)
     again = json.loads(serptrain("import-folder", "pics", "--json", cwd=workdir).stdout)
     assert again["circle"]["stored"] == 0
+
+
+def test_bad_settings_in_the_environment_name_the_variable(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERPTRAIN_TRUSTED_NETWORKS", "10.1.0.0/16, intranet")
+    monkeypatch.setenv("SERPTRAIN_CACHE_MB", "lots")
+    done = serptrain("store", "stats", cwd=workdir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "SERPTRAIN_TRUSTED_NETWORKS: 'intranet' is not an IP address or network" in done.stderr
+    assert "SERPTRAIN_CACHE_MB:" in done.stderr and "'lots'" in done.stderr
