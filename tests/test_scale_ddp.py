@@ -136,7 +136,8 @@ def _test_accuracy(bundle_dir: Path, store_url: str) -> float:
 def test_two_gloo_ranks_train_the_synthetic_task_like_one_process(workdir: Path, store_url: str) -> None:
     assert trainer_is_ddp_aware(), "tasks/training/loop.py must call init_distributed (the DDP trainer patch)"
     fill_synthetic(store_url, workdir / "images", LABELS, per_label=100)
-    command, _ = validate_command(small_command(LABELS, epochs=12, optimizer={"name": "Adam", "lr": 0.003}))
+    # 16 epochs: seeds 1-8 here reach >= 0.9375 in both modes (12 epochs dipped to 0.875, near the bound).
+    command, _ = validate_command(small_command(LABELS, epochs=16, optimizer={"name": "Adam", "lr": 0.003}))
 
     single = train(command, open_store(store_url), TrainOptions(workdir / "runs", "single", "cpu", workers=0))
     settings = Settings(store=store_url, runs_dir=workdir / "runs", nproc_per_node=2, device="cpu", num_workers=0)
@@ -144,7 +145,7 @@ def test_two_gloo_ranks_train_the_synthetic_task_like_one_process(workdir: Path,
     result = run_distributed(command, "ddp", store_url, settings, on_epoch=lambda e, h: epochs_seen.append(e["epoch"]))
 
     assert result["world_size"] == 2 and result["training"].get("world_size") == 2
-    assert epochs_seen == list(range(1, 13)) and len(result["history"]) == 12
+    assert epochs_seen == list(range(1, 17)) and len(result["history"]) == 16
     train_images = sum(c["train"] for c in result["counts"].values())
     assert result["history"][0]["images"] in (train_images, train_images + 1)  # both shards, counted once
     single_acc, ddp_acc = _test_accuracy(single.bundle_dir, store_url), _test_accuracy(Path(result["bundle_dir"]),
