@@ -46,6 +46,12 @@ def _prefect_executable() -> str:
         return str(executable)
 
 
+def _training_length(result: dict[str, Any]) -> str:
+    if result.get("steps"):
+        return f"steps: {result['steps']} on random batches ({result['epochs']} rounds)"
+    return f"epochs: {result['epochs']}"
+
+
 def format_summary(result: dict[str, Any]) -> str:
     rows = [f"{'label':<24} {'train':>6} {'val':>5} {'test':>5}"]
     for label, counts in result["counts"].items():
@@ -55,7 +61,7 @@ def format_summary(result: dict[str, Any]) -> str:
         "",
         f"serptrain: {result['model_name']} trained and evaluated (attempt {result['attempt_id']})",
         *("  " + row for row in rows),
-        f"  epochs: {result['epochs']} on {result['device']} in {result['train_seconds']:.1f}s",
+        f"  {_training_length(result)} on {result['device']} in {result['train_seconds']:.1f}s",
         f"  test accuracy: {result['test_accuracy']:.3f} on {result['test_images']} held-out images",
         f"  bundle: {result['bundle_dir']}  (model.safetensors, model.json, metrics.json, PNGs)",
         f"  predict: serptrain predict {result['bundle_dir']} IMAGE",

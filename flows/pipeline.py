@@ -105,6 +105,7 @@ def train_classifier(
     return {
         "attempt_id": attempt_id, "model_name": command.model_name, "bundle_dir": trained["bundle_dir"],
         "counts": trained["counts"], "epochs": len(trained["history"]), "device": trained["device"],
+        "steps": command.steps,  # seed mode: random-batch steps, made in rounds (the "epochs" above)
         "train_seconds": trained["seconds"], "test_accuracy": metrics["test"]["accuracy"],
         "test_images": metrics["test"]["images"], "ingest": ingest, "bundle": str(Path(trained["bundle_dir"])),
     }

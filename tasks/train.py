@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,15 @@ def train_options(settings: Settings, attempt_id: str, command: Command) -> Trai
     )
 
 
-def _log_epoch(logger: Any, entry: dict[str, Any]) -> None:
+def _log_epoch(logger: Any, entry: dict[str, Any], history: list[dict[str, Any]], command: Command) -> None:
     val = entry["val_accuracy"]
+    if command.steps:  # seed mode: say how many of the asked-for steps are done, not only the round
+        done = min(command.steps, math.ceil(sum(e["images"] for e in history) / command.batch_size))
+        where = f"round {entry['epoch']}/{entry['epochs']} (step {done}/{command.steps})"
+    else:
+        where = f"epoch {entry['epoch']}/{entry['epochs']}"
     logger.info(
-        "epoch %d/%d  train loss %.4f acc %.3f  val acc %s  %.0f img/s (%.1fs)", entry["epoch"], entry["epochs"],
+        "%s  train loss %.4f acc %.3f  val acc %s  %.0f img/s (%.1fs)", where,
         entry["train_loss"], entry["train_accuracy"], "n/a" if val is None else f"{val:.3f}",
         entry["images_per_s"], entry["seconds"],
     )
@@ -44,7 +50,7 @@ def train_model(command: Command, attempt_id: str, store_url: str | None = None)
     progress_id = create_progress_artifact(0.0, description=f"training {command.model_name} ({attempt_id})")
 
     def on_epoch(entry: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        _log_epoch(logger, entry)
+        _log_epoch(logger, entry, history, command)
         update_progress_artifact(progress_id, 100.0 * entry["epoch"] / entry["epochs"])
         store.update_attempt(attempt_id, status="training", epochs=history)
 

@@ -75,3 +75,13 @@ def test_bad_settings_in_the_environment_name_the_variable(workdir: Path, monkey
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "SERPTRAIN_TRUSTED_NETWORKS: 'intranet' is not an IP address or network" in done.stderr
     assert "SERPTRAIN_CACHE_MB:" in done.stderr and "'lots'" in done.stderr
+
+
+def test_summary_says_steps_in_seed_mode_and_epochs_otherwise() -> None:
+    from flows.cli_pipeline import format_summary
+
+    result = {"model_name": "m", "attempt_id": "a1", "counts": {"cat": {"train": 8, "val": 1, "test": 1}},
+              "epochs": 3, "steps": 100, "device": "cpu", "train_seconds": 1.0, "test_accuracy": 0.5,
+              "test_images": 2, "bundle_dir": "runs/m/a1"}
+    assert "steps: 100 on random batches (3 rounds) on cpu" in format_summary(result)
+    assert "  epochs: 3 on cpu" in format_summary({**result, "steps": None})
