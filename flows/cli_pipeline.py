@@ -48,7 +48,8 @@ def _prefect_executable() -> str:
 
 def _training_length(result: dict[str, Any]) -> str:
     if result.get("steps"):
-        return f"steps: {result['steps']} on random batches ({result['epochs']} rounds)"
+        rounds = f"{result['epochs']} round{'s' if result['epochs'] != 1 else ''}"
+        return f"steps: {result['steps']} on random batches ({rounds})"
     return f"epochs: {result['epochs']}"
 
 
