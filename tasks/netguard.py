@@ -39,10 +39,13 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 def address_allowed(text: str, trusted: Iterable[Network] = ()) -> bool:
     address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # ::ffff:127.0.0.1 is loopback
+        address = address.ipv4_mapped
     if any(address in network for network in trusted):
         return True
-    return not (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
-                or address.is_multicast or address.is_unspecified)
+    # is_global also leaves out shared (100.64/10, where a cloud may keep its metadata service) and
+    # documentation ranges, which is_private does not.
+    return address.is_global and not address.is_multicast
 
 
 def host_allowed(host: str, trusted: Iterable[Network] = ()) -> bool:

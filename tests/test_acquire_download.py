@@ -13,6 +13,7 @@ from models.images import content_key
 from store import open_store
 from tasks.download import Downloader, DownloadOptions, DownloadRejected, download_and_ingest
 from tasks.ingest import Ingestor
+from tasks.netguard import address_allowed, parse_networks
 from tests.fixtures.image_host import ImageHost, Route, encode, smooth_image
 
 FAST = DownloadOptions(workers=8, per_host=4, max_bytes=2**20, timeout_s=0.5, max_redirects=3, retries=1,
@@ -224,3 +225,21 @@ def test_a_host_dripping_bytes_meets_the_time_cap():
         downloader.fetch(f"http://127.0.0.1:{server.getsockname()[1]}/drip.png")
     assert time.monotonic() - started < 2.5
     server.close()
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("93.184.216.34", True), ("2606:4700:4700::1111", True), ("::ffff:93.184.216.34", True),
+    ("127.0.0.1", False), ("::ffff:127.0.0.1", False), ("::1", False), ("10.1.2.3", False),
+    ("169.254.169.254", False), ("100.100.100.200", False), ("fe80::1%eth0", False), ("224.0.0.1", False),
+    ("0.0.0.0", False),
+])
+def test_only_global_unicast_addresses_are_reachable(address, allowed):
+    assert address_allowed(address) is allowed
+
+
+def test_trusted_networks_open_only_themselves():
+    trusted = parse_networks(" 10.1.0.0/16, 192.168.5.7 ")
+    assert address_allowed("10.1.200.3", trusted) and address_allowed("192.168.5.7", trusted)
+    assert not address_allowed("10.2.0.1", trusted) and not address_allowed("192.168.5.8", trusted)
+    with pytest.raises(ValueError, match="'intranet' is not an IP address or network"):
+        parse_networks("10.0.0.0/8,intranet")
