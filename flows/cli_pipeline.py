@@ -37,9 +37,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefect_executable() -> str:
-    """The prefect command of this environment, relative to the current folder where it lies inside it."""
-    executable = Path(sys.executable).parent / "prefect"
+def _executable(name: str) -> str:
+    """A command of this environment (.venv/bin/NAME), relative to the current folder where it lies inside it."""
+    executable = Path(sys.executable).parent / name
     try:
         return str(executable.relative_to(Path.cwd()))
     except ValueError:
@@ -65,9 +65,9 @@ def format_summary(result: dict[str, Any]) -> str:
         f"  {_training_length(result)} on {result['device']} in {result['train_seconds']:.1f}s",
         f"  test accuracy: {result['test_accuracy']:.3f} on {result['test_images']} held-out images",
         f"  bundle: {result['bundle_dir']}  (model.safetensors, model.json, metrics.json, PNGs)",
-        f"  predict: serptrain predict {result['bundle_dir']} IMAGE",
+        f"  predict: {_executable('serptrain')} predict {result['bundle_dir']} IMAGE",
         "  look at the run and its artifacts in the Prefect UI:",
-        f"    PREFECT_HOME={prefect_home} {_prefect_executable()} server start   # then open http://127.0.0.1:4200/runs",
+        f"    PREFECT_HOME={prefect_home} {_executable('prefect')} server start   # then open http://127.0.0.1:4200/runs",
     ])
 
 
