@@ -34,6 +34,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/serptrain schema --markdown > docs/command-reference.md
+	$(VENV)/bin/serptrain schema --settings > docs/settings.md
 
 clean:
 	rm -rf .serptrain runs .pytest_cache

@@ -25,6 +25,7 @@ from models.acquire_request import (
     RESULTS_PER_PAGE,
     AcquireSettings,
     LabelPlan,
+    load_acquire_settings,
     plans_from_command,
     validate_plans,
 )
@@ -206,7 +207,7 @@ def download_options(settings: Settings, knobs: AcquireSettings) -> DownloadOpti
         workers=knobs.download_workers, per_host=knobs.per_host, max_bytes=knobs.max_bytes,
         timeout_s=knobs.download_timeout_s, max_redirects=knobs.max_redirects, retries=knobs.download_retries,
         retry_delay_s=knobs.download_retry_delay_s, allow_private=settings.allow_private_hosts,
-        trusted_networks=settings.trusted_network_list(),
+        trusted_networks=settings.trusted_network_list(), user_agent=knobs.user_agent,
     )
 
 
@@ -232,7 +233,7 @@ def acquire_images(plans: list[LabelPlan], store_url: str | None = None,
                    api_key: SecretStr | None = None) -> dict[str, Any]:
     """Acquire images for each label plan; returns the per-label ingest report."""
     plans = validate_plans(plans)
-    settings, knobs = load_settings(), AcquireSettings()
+    settings, knobs = load_settings(), load_acquire_settings()
     cache_dir = str((settings.data_dir / "serpapi-cache").resolve())
     fetchers = {fresh: configured_fetch_page(knobs, cache_dir, fresh) for fresh in (False, True)}
     run_id = uuid.uuid4().hex[:12]
@@ -262,7 +263,7 @@ def acquire_labels(plans: list[LabelPlan] | list[dict[str, Any]], store_url: str
     checked = validate_plans(list(plans))
     key = resolve_api_key(api_key)
     # Threads by default, or the Dask cluster that SERPTRAIN_TASK_RUNNER=dask names (flows/runners.py).
-    runner = with_acquisition_runner(acquire_images, max_workers=AcquireSettings().page_concurrency)
+    runner = with_acquisition_runner(acquire_images, max_workers=load_acquire_settings().page_concurrency)
     return runner(checked, store_url, key)
 
 

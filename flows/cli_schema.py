@@ -1,4 +1,5 @@
-"""serptrain schema [--markdown]: the command's JSON Schema, or the generated command reference."""
+"""serptrain schema [--markdown | --settings]: the command's JSON Schema, the command reference, or the
+settings reference (both generated)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import json
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.settings:
+        from models.settings_doc import settings_reference
+
+        print(settings_reference(), end="")
+        return 0
     if args.markdown:
         from models.schema_doc import command_reference
 
@@ -20,5 +26,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     schema = sub.add_parser("schema", help="print the command's JSON Schema (or --markdown: the command reference)")
-    schema.add_argument("--markdown", action="store_true", help="print the command reference as markdown")
+    shown = schema.add_mutually_exclusive_group()
+    shown.add_argument("--markdown", action="store_true", help="print the command reference as markdown")
+    shown.add_argument("--settings", action="store_true", help="print the SERPTRAIN_* settings reference as markdown")
     schema.set_defaults(func=cmd_schema)

@@ -36,9 +36,9 @@ def acquisition_task_runner(settings: Settings | None = None, max_workers: int |
     if settings.task_runner == "dask":
         return dask_task_runner(settings.dask_address)
     if max_workers is None:
-        from models.acquire_request import AcquireSettings
+        from models.acquire_request import load_acquire_settings
 
-        max_workers = AcquireSettings().page_concurrency
+        max_workers = load_acquire_settings().page_concurrency
     return ThreadPoolTaskRunner(max_workers=max_workers)
 
 

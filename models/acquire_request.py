@@ -40,6 +40,15 @@ class AcquireSettings(BaseSettings):
     min_side: int = Field(default=16, ge=1, description="Smallest accepted image side, pixels.")
     near_threshold: int = Field(default=4, ge=-1, le=64, description="Near-dup dHash bits; -1 off.")
     contact_sheet_images: int = Field(default=64, ge=1, le=400, description="Thumbnails per contact sheet.")
+    user_agent: str = Field(
+        default="serptrain/0.1 (+image classifier dataset builder)", min_length=1, max_length=300,
+        description="User-Agent of image downloads; some hosts answer 403 to anything but a browser's.")
+
+
+def load_acquire_settings() -> AcquireSettings:
+    from models.settings import load_from_environment
+
+    return load_from_environment(AcquireSettings)
 
 
 class _Strict(BaseModel):

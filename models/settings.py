@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import UserError
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -21,6 +23,9 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(default=Path("./runs"), description="Where model bundles are written.")
     data_dir: Path = Field(default=Path("./.serptrain"), description="Working data: caches, synthetic images.")
     serpapi_url: str = Field(default="https://serpapi.com", description="SerpApi base URL.")
+    serpapi_rate_limit: str = Field(
+        default="", description="Name of a Prefect global concurrency limit every SerpApi call takes a slot of "
+        "(`prefect gcl create serpapi --limit N --slot-decay-per-second R`); empty: no limit.")
     allow_private_hosts: bool = Field(default=False, description="Allow downloads from private addresses.")
     trusted_networks: str = Field(
         default="", description="Private networks downloads may reach anyway (an internal image mirror): "
@@ -54,15 +59,20 @@ class Settings(BaseSettings):
         return tuple(part.strip() for part in self.trusted_networks.split(",") if part.strip())
 
 
-def _setting_problem(err: Any) -> str:
-    variable = "SERPTRAIN_" + "_".join(map(str, err["loc"])).upper()
+def _setting_problem(err: Any, prefix: str) -> str:
+    variable = prefix + "_".join(map(str, err["loc"])).upper()
     return f"{variable}: {err['msg'].removeprefix('Value error, ')}; found {err.get('input')!r}"
 
 
-def load_settings() -> Settings:
-    """The settings, or a UserError naming each environment variable that holds a bad value."""
+def load_from_environment(settings_class: type[SettingsT]) -> SettingsT:
+    """`settings_class()`, or a UserError naming each environment variable that holds a bad value."""
     try:
-        return Settings()
+        return settings_class()
     except ValidationError as exc:
-        lines = [_setting_problem(err) for err in exc.errors()]
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        lines = [_setting_problem(err, prefix) for err in exc.errors()]
         raise UserError("bad setting(s) in the environment:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings() -> Settings:
+    return load_from_environment(Settings)

@@ -24,13 +24,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from models.acquire_request import AcquireSettings
 from models.images import content_key
 from models.settings import load_settings
 from store import open_store
 from tasks.ingest import Ingestor, IngestReport
 from tasks.netguard import PrivatePeer, guard_connections, host_allowed, parse_networks
 
-USER_AGENT = "serptrain/0.1 (+image classifier dataset builder)"
 REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -54,6 +54,7 @@ class DownloadOptions:
     retry_delay_s: float = 0.5
     allow_private: bool = False
     trusted_networks: tuple[str, ...] = ()  # reachable although private (an internal mirror)
+    user_agent: str = AcquireSettings.model_fields["user_agent"].default
 
 
 class Downloader:
@@ -68,7 +69,7 @@ class Downloader:
         self.pool = urllib3.PoolManager(
             num_pools=256, maxsize=options.per_host, block=False, retries=False,
             timeout=urllib3.Timeout(connect=options.timeout_s, read=options.timeout_s),
-            headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"},
+            headers={"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.5"},
         )
         self._trusted = parse_networks(",".join(options.trusted_networks))
         if not options.allow_private:

@@ -7,7 +7,6 @@ backoff and jitter; a bad key (401) or an exhausted plan fails at once, saying w
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import SecretStr
 
 from models.acquire_request import AcquireSettings, LabelPlan
 from models.errors import UserError
+from models.settings import load_settings
 
 ENGINE = "google_images"
 RESULT_FIELDS = ("position", "thumbnail", "title", "link", "source", "original", "original_width",
@@ -94,7 +94,7 @@ def call_serpapi(params: dict[str, Any], base_url: str, api_key: SecretStr | Non
     query = dict(params, no_cache="true") if fresh else dict(params)
     # One global limit across runs and workers keeps us within the plan's rate; without the limit
     # (`prefect gcl create serpapi ...`) this only warns.
-    limit = os.environ.get("SERPTRAIN_SERPAPI_RATE_LIMIT", "")
+    limit = load_settings().serpapi_rate_limit
     # Opt-in: each call asks the Prefect API for a slot, which costs a round trip (seconds on the ephemeral
     # SQLite API); plain calls (tests of .fn, scripts) have no API to ask.
     if limit and TaskRunContext.get() is not None:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from models.errors import UserError
 from models.images import content_key
 from store import open_store
 from tasks.download import Downloader, DownloadOptions, DownloadRejected, download_and_ingest
@@ -243,3 +244,18 @@ def test_trusted_networks_open_only_themselves():
     assert not address_allowed("10.2.0.1", trusted) and not address_allowed("192.168.5.8", trusted)
     with pytest.raises(ValueError, match="'intranet' is not an IP address or network"):
         parse_networks("10.0.0.0/8,intranet")
+
+
+def test_downloads_send_the_configured_user_agent(host, monkeypatch):
+    from flows.acquire import download_options
+    from models.acquire_request import load_acquire_settings
+    from models.settings import load_settings
+
+    monkeypatch.setenv("SERPTRAIN_ACQUIRE_USER_AGENT", "Mozilla/5.0 (compatible; team-mirror)")
+    monkeypatch.setenv("SERPTRAIN_ALLOW_PRIVATE_HOSTS", "1")
+    with Downloader(download_options(load_settings(), load_acquire_settings())) as downloader:
+        downloader.fetch(host.good("ua.png", 4))
+    assert host.user_agents == {"Mozilla/5.0 (compatible; team-mirror)"}
+    monkeypatch.setenv("SERPTRAIN_ACQUIRE_PER_HOST", "0")
+    with pytest.raises(UserError, match="SERPTRAIN_ACQUIRE_PER_HOST: Input should be greater than or equal to 1"):
+        load_acquire_settings()

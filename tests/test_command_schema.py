@@ -62,6 +62,18 @@ def test_committed_reference_is_the_generated_one() -> None:
     assert committed == command_reference(), "run `make docs` (serptrain schema --markdown) and commit the result"
 
 
+def test_committed_settings_reference_is_the_generated_one() -> None:
+    from models.acquire_request import AcquireSettings
+    from models.settings import Settings
+    from models.settings_doc import settings_reference
+
+    committed = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert committed == settings_reference(), "run `make docs` (serptrain schema --settings) and commit the result"
+    variables = [f"`SERPTRAIN_{name.upper()}`" for name in Settings.model_fields]
+    variables += [f"`SERPTRAIN_ACQUIRE_{name.upper()}`" for name in AcquireSettings.model_fields]
+    assert all(variable in committed for variable in variables)
+
+
 def test_reference_names_every_registered_name() -> None:
     text = command_reference()
     assert all(f"`{name}`" in text for r in (LOSSES, OPTIMIZERS, TRANSFORMS, IMAGE_OPS) for name in r.names())
