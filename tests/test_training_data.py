@@ -14,7 +14,7 @@ from models.preprocess import build_preprocess
 from models.validation import validate_command
 from store import open_store
 from tasks.training.cache import build_cache
-from tasks.training.data import EpochSampler, SampleDataset, StoreDecoder, build_manifest
+from tasks.training.data import EpochSampler, SampleDataset, StoreDecoder, TrainBatches, build_manifest
 from tasks.training.loop import TrainOptions, round_plan, train
 from tests.helpers import fill_synthetic, small_command
 
@@ -103,3 +103,25 @@ def test_training_without_cache_decodes_every_epoch(workdir: Path, store_url: st
     command, _ = validate_command(small_command(LABELS, epochs=1))
     result = train(command, open_store(store_url), TrainOptions(workdir / "runs", "nc", workers=0, cache_mb=0))
     assert not result.extra["cache"]["train_cached"] and len(result.history) == 1
+
+
+@pytest.mark.parametrize(("n", "batch_size", "sizes"), [
+    (33, 16, [16, 17]), (34, 16, [16, 16, 2]), (32, 16, [16, 16]), (1, 16, [1]), (17, 16, [17]), (5, 2, [2, 3]),
+])
+def test_a_last_batch_of_one_joins_the_batch_before(n: int, batch_size: int, sizes: list[int]) -> None:
+    batches = TrainBatches(list(range(n)), batch_size)
+    got = list(batches)
+    assert [len(b) for b in got] == sizes and len(batches) == len(sizes)
+    assert sorted(i for b in got for i in b) == list(range(n))  # every sample, once
+
+
+def test_batch_norm_trains_when_the_split_leaves_one_image_over(workdir: Path, store_url: str) -> None:
+    fill_synthetic(store_url, workdir / "images", LABELS, per_label=40, size=16)
+    n_train = len(build_manifest(open_store(store_url), LABELS).items["train"])
+    layers = [{"name": "Flatten"}, {"name": "Linear", "in_features": "auto", "out_features": 8},
+              {"name": "BatchNorm1d", "num_features": "auto"}, {"name": "ReLU"},
+              {"name": "Linear", "in_features": "auto", "out_features": "n_labels"}]
+    batch_size = n_train - 1  # one image over every epoch: a batch of one would stop batch norm
+    command, _ = validate_command(small_command(LABELS, epochs=2, batch_size=batch_size, model={"layers": layers}))
+    result = train(command, open_store(store_url), TrainOptions(workdir / "runs", "bn", workers=0))
+    assert [entry["images"] for entry in result.history] == [n_train, n_train]

@@ -164,10 +164,45 @@ def default_workers(requested: int) -> int:
     return min(4, max(0, (os.cpu_count() or 1) // 2))
 
 
+class TrainBatches(Sampler):
+    """Batches of `batch_size` indices from `sampler`; a last batch of one sample joins the batch before it.
+
+    Batch norm cannot train on one sample ("Expected more than 1 value per channel"), so a split of
+    k * batch_size + 1 images would otherwise crash every epoch's last step, and one sample is a noisy step.
+    Every DDP rank sees the same padded length, so all ranks still make the same number of steps.
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int):
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        full, tail = divmod(len(self.sampler), self.batch_size)  # type: ignore[arg-type]
+        return full + (1 if tail > 1 or (tail == 1 and full == 0) else 0)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        ready: list[Any] | None = None
+        batch: list[Any] = []
+        for item in self.sampler:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                if ready is not None:
+                    yield ready
+                ready, batch = batch, []
+        if ready is not None and len(batch) == 1:
+            ready, batch = ready + batch, []
+        if ready is not None:
+            yield ready
+        if batch:
+            yield batch
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, pin: bool, sampler: Sampler | None = None,
                 persistent: bool = True) -> DataLoader:
-    """Workers stay alive across epochs (persistent); pinned memory only helps copies to CUDA."""
+    """Workers stay alive across epochs (persistent); pinned memory only helps copies to CUDA. With a sampler
+    (training) batches come from TrainBatches; without one (validation) in order, every sample once."""
+    batching: dict[str, Any] = ({"batch_sampler": TrainBatches(sampler, batch_size)} if sampler is not None
+                                else {"batch_size": batch_size, "shuffle": False, "drop_last": False})
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-        persistent_workers=persistent and workers > 0, pin_memory=pin, drop_last=False,
+        dataset, num_workers=workers, persistent_workers=persistent and workers > 0, pin_memory=pin, **batching,
     )
