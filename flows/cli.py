@@ -8,7 +8,9 @@ import os
 import sys
 
 from flows.environment import (
+    FLOW_COMMANDS,
     PREFECT_FREE_COMMANDS,
+    ensure_prefect_database,
     ensure_prefect_home,
     prepare_prefect_environment,
     quiet_user_error_tracebacks,
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in PREFECT_FREE_COMMANDS:
         ensure_prefect_home()
         quiet_user_error_tracebacks()
+    if args.command in FLOW_COMMANDS:
+        ensure_prefect_database()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

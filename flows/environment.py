@@ -8,6 +8,9 @@ from pathlib import Path
 
 # Sub-commands that never start Prefect: they must write nothing, not even Prefect's home.
 PREFECT_FREE_COMMANDS = {"validate", "schema"}
+# Sub-commands that run flows, on Prefect's ephemeral API unless PREFECT_API_URL names a server.
+FLOW_COMMANDS = {"run", "resume", "demo", "acquire"}
+DATABASE_READY = ".serptrain-database-ready"
 
 
 def prepare_prefect_environment() -> None:
@@ -25,6 +28,43 @@ def ensure_prefect_home() -> None:
     home = os.environ.get("PREFECT_HOME")
     if home:
         Path(home).mkdir(parents=True, exist_ok=True)
+
+
+def ensure_prefect_database() -> None:
+    """Build the ephemeral API's database once, under a file lock.
+
+    Two first runs at once in a fresh home would each migrate the same new SQLite file and register the same
+    block types from their temporary servers, and one would print tracebacks ("index ... already exists",
+    "Failed to register block schema"). The first run here builds it while the others wait; later runs only
+    take and drop the lock.
+    """
+    home = os.environ.get("PREFECT_HOME")
+    if not home or os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return  # a real server, or a database someone else looks after
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the race stays possible there
+        return
+    ready = Path(home) / DATABASE_READY
+    with open(Path(home) / ".serptrain-database.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.exists():
+            return
+        import asyncio
+
+        asyncio.run(_build_prefect_database())
+        ready.touch()
+
+
+async def _build_prefect_database() -> None:
+    """What a temporary server does on its first start: migrations, then the block types."""
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models.block_registration import run_block_auto_registration
+
+    db = provide_database_interface()
+    await db.create_db()
+    async with await db.session() as session:
+        await run_block_auto_registration(session=session)
 
 
 class HideUserErrorTracebacks(logging.Filter):

@@ -85,3 +85,20 @@ def test_summary_says_steps_in_seed_mode_and_epochs_otherwise() -> None:
               "test_images": 2, "bundle_dir": "runs/m/a1"}
     assert "steps: 100 on random batches (3 rounds) on cpu" in format_summary(result)
     assert "  epochs: 3 on cpu" in format_summary({**result, "steps": None})
+
+
+def test_two_first_runs_at_once_share_a_fresh_prefect_home_cleanly(tmp_path: Path) -> None:
+    # Both start a temporary Prefect server on the same new database: built once, under a lock.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SERPTRAIN_"))}
+    env.update({"PYTHONPATH": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "SERPTRAIN_NUM_WORKERS": "0"})
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"model_name: m{name}\nlabels: [circle, square]\nepochs: 1\nbatch_size: 16\n"
+            "image_ops: [{resize: {size: [16, 16]}}, {convert: {mode: RGB}}]\n"
+            "acquire: {source: synthetic, per_label: 12, image_size: 32}\n")
+    runs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "run", f"{name}.yaml"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert not any("Traceback" in out or "| ERROR" in out for out in outputs), outputs
+    assert (tmp_path / ".serptrain" / "prefect" / "prefect.db").is_file()
