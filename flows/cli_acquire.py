@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from flows.tables import text_table
+
 COLUMNS = ("label", "target", "usable", "pages", "seen", "downloaded", "stored", "dups", "near", "ambiguous")
 
 
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain table per label, then rejections by reason and where the contact sheets are."""
-    rows = [COLUMNS]
+    rows: list[tuple[Any, ...]] = []
     notes: list[str] = []
     for label, entry in report["labels"].items():
         rows.append((label, entry["target"], entry["usable_in_store"], entry["pages"], entry["seen"],
@@ -34,9 +36,7 @@ def format_report(report: dict[str, Any]) -> str:
             reasons = ", ".join(f"{reason} {n}" for reason, n in entry["rejected"].items())
             notes.append(f"{label}: rejected {reasons}")
         notes += [f"{label}: {warning}" for warning in entry.get("warnings", [])]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = text_table(COLUMNS, rows)
     lines += notes
     lines += [f"contact sheet {label}: {path}" for label, path in report.get("contact_sheets", {}).items()]
     return "\n".join(lines)

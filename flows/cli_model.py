@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.commandfile import read_command_file
+from flows.tables import text_table
 from models.errors import UserError
 
 
@@ -41,10 +42,10 @@ def evaluate_request(target: str, runs_dir: Path) -> tuple[Path, dict[str, Any]]
 def _report_text(bundle: Path, test: dict[str, Any]) -> str:
     k = test["top_k"]
     rows = [f"{bundle}: accuracy {test['accuracy']:.3f}, top-{k} {test[f'top{k}_accuracy']:.3f}, "
-            f"macro F1 {test['macro_f1']:.3f} on {test['images']} images",
-            f"  {'label':<28} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>5}"]
-    for label, m in test["per_class"].items():
-        rows.append(f"  {label[:28]:<28} {m['precision']:>6.3f} {m['recall']:>6.3f} {m['f1']:>6.3f} {m['support']:>5}")
+            f"macro F1 {test['macro_f1']:.3f} on {test['images']} images"]
+    rows += text_table(["label", "prec", "recall", "f1", "n"],
+                       [(label, m["precision"], m["recall"], m["f1"], m["support"])
+                        for label, m in test["per_class"].items()], indent="  ")
     return "\n".join(rows)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from flows.commandfile import read_command_file
 from flows.progress import finish_progress, progress_printer
+from flows.tables import text_table
 from models.errors import CommandError, UserError
 
 
@@ -54,9 +55,8 @@ def _training_length(result: dict[str, Any]) -> str:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    rows = [f"{'label':<24} {'train':>6} {'val':>5} {'test':>5}"]
-    for label, counts in result["counts"].items():
-        rows.append(f"{label[:24]:<24} {counts['train']:>6} {counts['val']:>5} {counts['test']:>5}")
+    rows = text_table(["label", "train", "val", "test"],
+                      [(label, c["train"], c["val"], c["test"]) for label, c in result["counts"].items()])
     prefect_home = os.environ.get("PREFECT_HOME", "~/.prefect")
     return "\n".join([
         "",
@@ -128,11 +128,10 @@ def cmd_import_folder(args: argparse.Namespace) -> int:
 
 
 def _report_table(report: dict[str, Any]) -> str:
-    rows = [f"{'label':<24} {'seen':>6} {'stored':>6} {'dup':>5} {'near':>5} {'ambig':>5} rejected"]
-    for label, r in report.items():
-        rows.append(f"{label[:24]:<24} {r['seen']:>6} {r['stored']:>6} {r['duplicates']:>5} "
-                    f"{r['near_duplicates']:>5} {r['ambiguous']:>5} {r['rejected'] or ''}")
-    return "\n".join(rows)
+    rows = [(label, r["seen"], r["stored"], r["duplicates"], r["near_duplicates"], r["ambiguous"],
+             ", ".join(f"{reason} {n}" for reason, n in r["rejected"].items()))
+            for label, r in report.items()]
+    return "\n".join(text_table(["label", "seen", "stored", "dup", "near", "ambig", "rejected"], rows))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

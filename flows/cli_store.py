@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.progress import finish_progress, progress_printer
+from flows.tables import text_table
 from models.errors import UserError
 
 STORE_HELP = "store URL (default: $SERPTRAIN_STORE or sqlite:///./.serptrain/serptrain.db)"
@@ -31,10 +32,10 @@ def format_stats(stats: dict[str, Any]) -> str:
     rows = [f"store: {stats['store']}",
             f"images: {stats['images']}  bytes: {human_bytes(stats['bytes'])}  "
             f"excluded: {stats['excluded']}  ambiguous: {stats['ambiguous']}",
-            "", f"{'label':<28} {'train':>7} {'val':>6} {'test':>6} {'usable':>7}"]
-    for label, splits in sorted(stats["labels"].items()):
-        rows.append(f"{label[:28]:<28} {splits['train']:>7} {splits['val']:>6} {splits['test']:>6} "
-                    f"{sum(splits.values()):>7}")
+            ""]
+    rows += text_table(["label", "train", "val", "test", "usable"],
+                       [(label, splits["train"], splits["val"], splits["test"], sum(splits.values()))
+                        for label, splits in sorted(stats["labels"].items())])
     if not stats["labels"]:
         rows.append("(no labels yet: `serptrain import-folder DIR` or `serptrain run command.yaml`)")
     return "\n".join(rows)
@@ -121,14 +122,12 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(attempts, indent=2))
         return 0
-    print(f"{'id':<24} {'model':<20} {'status':<10} {'created':<20} {'epochs':>6} {'test acc':>8} champion")
-    for a in attempts:
-        created = a.get("created_at", "")[:19]
-        accuracy = ((a.get("metrics") or {}).get("test") or {}).get("accuracy")
-        shown = f"{accuracy:.3f}" if isinstance(accuracy, float) else "-"
-        print(f"{a['id']:<24} {a['model_name'][:20]:<20} {a['status']:<10} {created:<20} "
-              f"{len(a.get('epochs') or []):>6} {shown:>8} {'*' if a.get('champion') else ''}")
-    if not attempts:
+    rows = [(a["id"], a["model_name"], a["status"], a.get("created_at", "")[:19], len(a.get("epochs") or []),
+             ((a.get("metrics") or {}).get("test") or {}).get("accuracy"), "*" if a.get("champion") else "")
+            for a in attempts]
+    if attempts:
+        print("\n".join(text_table(["id", "model", "status", "created", "epochs", "test acc", "champion"], rows)))
+    else:
         print("(no attempts)")
     return 0
 

@@ -102,3 +102,13 @@ def test_two_first_runs_at_once_share_a_fresh_prefect_home_cleanly(tmp_path: Pat
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert not any("Traceback" in out or "| ERROR" in out for out in outputs), outputs
     assert (tmp_path / ".serptrain" / "prefect" / "prefect.db").is_file()
+
+
+def test_tables_keep_long_label_names_whole_and_align_numbers() -> None:
+    from flows.tables import text_table
+
+    long_name = "Chesapeake Bay Retriever imagesize:500x500"
+    lines = text_table(["label", "train", "acc"], [(long_name, 19, 0.5), ("cat", 120, None)])
+    assert lines[1].startswith(long_name + "  ") and lines[1].endswith("19  0.500")
+    assert lines[2].startswith("cat ") and lines[2].endswith("120      -")
+    assert len({len(line) for line in lines}) == 1  # columns line up
