@@ -48,7 +48,7 @@ def ensure_prefect_database() -> None:
     ready = Path(home) / DATABASE_READY
     with open(Path(home) / ".serptrain-database.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists():
+        if ready.exists() and (Path(home) / "prefect.db").exists():  # the default database file of that home
             return
         import asyncio
 
