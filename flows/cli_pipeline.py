@@ -85,7 +85,8 @@ def run_pipeline(raw: Any, store_url: str | None = None, attempt_id: str | None 
         failure = state.result(raise_on_failure=False)
         message = str(failure) if isinstance(failure, BaseException) else state.message
         print(f"error: the pipeline failed: {message}", file=sys.stderr)
-        return 1
+        # Something the user can fix (a key, a weights file, images) is exit 2, as everywhere else.
+        return failure.exit_code if isinstance(failure, UserError) else 1
     print(format_summary(state.result()))
     return 0
 

@@ -19,7 +19,7 @@ from tasks.evaluate import evaluate_model
 from tasks.ingest import ingest_folder
 from tasks.publish import publish
 from tasks.synthetic import generate_synthetic
-from tasks.train import train_model
+from tasks.train import fetch_pretrained_weights, train_model
 from tasks.validate import validate
 
 MIN_IMAGES_PER_LABEL = 3
@@ -93,6 +93,8 @@ def train_classifier(
     report = validate(command)
     attempt_id = start_attempt(command, store_url, attempt_id)
     try:
+        if command.model.weights:
+            fetch_pretrained_weights(command)
         set_attempt_status(attempt_id, "acquiring", store_url, dry_run=report)
         ingest = acquire(command, store_url)
         trained = train_model(command, attempt_id, store_url)

@@ -18,7 +18,7 @@ from models.errors import CommandError, Problem, did_you_mean, join_path
 from models.network import PRESETS, BuiltNetwork, build_layers, check_layer_specs, preset_layers
 from models.preprocess import MAX_PREPROCESS_INT, check_value
 from models.seed import SEED_KEYS, is_seed_spelling, normalize_seed, seed_path
-from models.zoo import ZOO_NAMES
+from models.zoo import ZOO_NAMES, is_zoo_model, weights_problem
 
 __all__ = ["PROBE_IMAGE_SIDE", "DryRunReport", "build_network", "network_layers", "parse_command",
            "validate_command", "validate_names"]
@@ -149,7 +149,12 @@ def _check_model(raw: dict[str, Any]) -> list[Problem]:
         valid = [*PRESETS, *ZOO_NAMES]
         return [Problem("model.preset", f"unknown preset {preset!r}{did_you_mean(preset, valid)}; "
                                         f"expected one of {valid}")]
-    return check_layer_specs(layers) if isinstance(layers, list) else []
+    problems = check_layer_specs(layers) if isinstance(layers, list) else []
+    weights = model.get("weights")
+    if isinstance(weights, str) and weights:
+        problem = weights_problem(weights, preset if isinstance(preset, str) and is_zoo_model(preset) else None)
+        problems += [Problem("model.weights", problem)] if problem else []
+    return problems
 
 
 def static_problems(raw: dict[str, Any]) -> list[Problem]:

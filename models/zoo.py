@@ -50,27 +50,52 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _torchvision_weights(zoo_name: str | None, weights: str) -> dict[str, torch.Tensor]:
+def weights_problem(weights: str, zoo_name: str | None) -> str | None:
+    """What is wrong with `weights` for this network, found without downloading or reading anything big."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return None
+    if any(sep in weights for sep in ("/", "\\")) or path.suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        return f"no such file {weights}"
     if zoo_name is None:
-        raise UserError(f"model.weights: {weights!r} is neither a local file nor usable without a torchvision "
-                        "model (set model.preset to one of the torchvision models)")
-    enum = tv_models.get_model_weights(zoo_name)
-    names = [w.name for w in enum] + ["DEFAULT"]
+        return (f"{weights!r} is neither a local file nor usable without a torchvision model "
+                "(set model.preset to one of the torchvision models)")
+    names = [w.name for w in tv_models.get_model_weights(zoo_name)] + ["DEFAULT"]
     if weights not in names:
-        raise UserError(f"model.weights: {zoo_name} has no weights {weights!r}{did_you_mean(weights, names)}; "
-                        f"choices: {', '.join(names)}, or a local .safetensors/.pt file")
-    return enum[weights].get_state_dict(progress=False, check_hash=True)
+        return (f"{zoo_name} has no weights {weights!r}{did_you_mean(weights, names)}; "
+                f"choices: {', '.join(names)}, or a local .safetensors/.pt file")
+    return None
+
+
+def _torchvision_weights(zoo_name: str, weights: str) -> dict[str, torch.Tensor]:
+    entry = tv_models.get_model_weights(zoo_name)[weights]
+    try:
+        return entry.get_state_dict(progress=False, check_hash=True)
+    except OSError as exc:  # URLError, a refused or cut connection, a full disk
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+        raise UserError(f"model.weights: could not fetch {zoo_name} {weights} from {entry.url} ({exc}); "
+                        f"without internet, copy that file to {cache} or give a local file") from None
 
 
 def read_weights(weights: str, zoo_name: str | None = None) -> dict[str, torch.Tensor]:
     """A local file (safetensors, or a torch.save'd state dict read with weights_only=True), or a
-    torchvision weights name ("DEFAULT", "IMAGENET1K_V1") of the zoo model."""
+    torchvision weights name ("DEFAULT", "IMAGENET1K_V1") of the zoo model, downloaded once into torch's cache."""
+    problem = weights_problem(weights, zoo_name)
+    if problem:
+        raise UserError(f"model.weights: {problem}")
     path = Path(weights).expanduser()
     if path.is_file():
         return _read_file(path)
-    if any(sep in weights for sep in ("/", "\\")) or path.suffix in (".safetensors", ".pt", ".pth", ".bin"):
-        raise UserError(f"model.weights: no such file {weights}")
-    return _torchvision_weights(zoo_name, weights)
+    return _torchvision_weights(str(zoo_name), weights)
+
+
+def fetch_weights(weights: str | None, zoo_name: str | None) -> bool:
+    """Download torchvision weights into torch's cache now, so a missing network fails the run before any
+    image is scraped. True when something was fetched (or already cached); local files are left to training."""
+    if not weights or Path(weights).expanduser().is_file():
+        return False
+    read_weights(weights, zoo_name)
+    return True
 
 
 def _align_keys(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from models.command import Command
 from models.errors import UserError
 from models.settings import Settings, load_settings
+from models.zoo import fetch_weights, is_zoo_model
 from store import ImageStore, open_store
 from tasks.training.launch import run_distributed, wants_distributed
 from tasks.training.loop import TrainOptions, train
@@ -40,6 +41,13 @@ def _log_epoch(logger: Any, entry: dict[str, Any], history: list[dict[str, Any]]
         entry["train_loss"], entry["train_accuracy"], "n/a" if val is None else f"{val:.3f}",
         entry["images_per_s"], entry["seconds"],
     )
+
+
+@task(name="fetch-weights")
+def fetch_pretrained_weights(command: Command) -> bool:
+    """torchvision weights into torch's cache before any image is scraped: no network fails the run early."""
+    preset = command.model.preset
+    return fetch_weights(command.model.weights, preset if is_zoo_model(preset) else None)
 
 
 @task(name="train-model")

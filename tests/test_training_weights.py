@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,43 @@ def test_fine_tuning_starts_from_a_previous_bundle(workdir: Path, store_url: str
         LABELS, epochs=1, model={"preset": "tiny_cnn", "weights": str(base.bundle_dir / "model.safetensors")}))
     tuned = train(command, store, TrainOptions(workdir / "runs", "tuned", workers=0))
     assert tuned.extra["pretrained"]["loaded"] > 0 and not tuned.extra["pretrained"]["skipped"]
+
+
+def no_network(*args, **kwargs):
+    raise urllib.error.URLError("Name or service not known")  # as download.pytorch.org answers from here
+
+
+def test_weights_that_cannot_be_fetched_say_where_the_file_goes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)  # the outside world: no route to the weights host
+    with pytest.raises(UserError, match=r"could not fetch squeezenet1_1 IMAGENET1K_V1 from https://") as caught:
+        load_weights(_squeezenet(2), "IMAGENET1K_V1", "squeezenet1_1")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(caught.value)
+
+
+def test_the_flow_fetches_weights_before_scraping_anything(prefect_harness, workdir: Path, store_url: str,
+                                                          monkeypatch) -> None:
+    from flows.pipeline import train_classifier
+
+    monkeypatch.setenv("TORCH_HOME", str(workdir / "torch"))
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    command, _ = validate_command(small_command(
+        LABELS, model={"preset": "squeezenet1_1", "weights": "DEFAULT"},
+        image_ops=[{"resize": {"size": [64, 64]}}, {"convert": {"mode": "RGB"}}],
+        acquire={"source": "synthetic", "per_label": 10, "image_size": 32}))
+    assert train_classifier(command, return_state=True).is_failed()
+    [attempt] = open_store(store_url).find_attempts("tiny")
+    assert attempt["status"] == "failed" and "could not fetch squeezenet1_1 DEFAULT" in attempt["reason"]
+    assert open_store(store_url).count() == 0  # nothing was acquired
+
+
+def test_validation_names_weights_that_cannot_fit(tmp_path: Path) -> None:
+    from models.errors import CommandError
+
+    for model, expected in [({"preset": "resnet18", "weights": "IMAGENET9K"}, "resnet18 has no weights"),
+                            ({"preset": "tiny_cnn", "weights": "DEFAULT"}, "neither a local file"),
+                            ({"preset": "tiny_cnn", "weights": str(tmp_path / "gone.safetensors")}, "no such file")]:
+        with pytest.raises(CommandError) as caught:
+            validate_command(small_command(LABELS, model=model))
+        assert [p.path for p in caught.value.problems] == ["model.weights"]
+        assert expected in caught.value.problems[0].message
