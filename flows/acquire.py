@@ -31,10 +31,10 @@ from models.acquire_request import (
 )
 from models.command import Command
 from models.errors import UserError
-from models.settings import Settings, load_settings
+from models.settings import load_settings
 from store import open_store
 from tasks.contact_sheet import make_contact_sheet
-from tasks.download import DownloadOptions, download_page, release_ingestors
+from tasks.download import download_page, options_from_settings, release_ingestors
 from tasks.ingest import IngestReport, LabelReport
 from tasks.search import chips_for, configured_fetch_page, search_params
 
@@ -202,15 +202,6 @@ def publish_artifacts(report: dict[str, Any]) -> None:
                              description="Contact sheet PNG per label")
 
 
-def download_options(settings: Settings, knobs: AcquireSettings) -> DownloadOptions:
-    return DownloadOptions(
-        workers=knobs.download_workers, per_host=knobs.per_host, max_bytes=knobs.max_bytes,
-        timeout_s=knobs.download_timeout_s, max_redirects=knobs.max_redirects, retries=knobs.download_retries,
-        retry_delay_s=knobs.download_retry_delay_s, allow_private=settings.allow_private_hosts,
-        trusted_networks=settings.trusted_network_list(), user_agent=knobs.user_agent,
-    )
-
-
 def run_waves(states: list[LabelState], fetch_for: Any, ctx: dict[str, Any], store: Any) -> None:
     """Waves of pages until every label meets its target, spends its budget or runs out of results."""
     logger = get_run_logger()
@@ -238,7 +229,7 @@ def acquire_images(plans: list[LabelPlan], store_url: str | None = None,
     fetchers = {fresh: configured_fetch_page(knobs, cache_dir, fresh) for fresh in (False, True)}
     run_id = uuid.uuid4().hex[:12]
     ctx = {"base_url": settings.serpapi_url, "api_key": resolve_api_key(api_key), "store_url": store_url,
-           "run_id": run_id, "options": asdict(download_options(settings, knobs)),
+           "run_id": run_id, "options": asdict(options_from_settings(settings, knobs)),
            "timeout_s": knobs.search_timeout_s, "near_threshold": knobs.near_threshold,
            "min_side": knobs.min_side}
     states = [LabelState(p, [QueryState(q, p.chips, p.first_page, p.pages) for q in p.queries])

@@ -71,12 +71,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def read_image_source(source: str) -> bytes:
     if source.startswith(("http://", "https://")):
-        from models.settings import load_settings
-        from tasks.download import Downloader, DownloadOptions, DownloadRejected
+        from dataclasses import replace
 
-        settings = load_settings()
-        options = DownloadOptions(workers=1, retries=1, allow_private=settings.allow_private_hosts,
-                                  trusted_networks=settings.trusted_network_list())
+        from models.acquire_request import load_acquire_settings
+        from models.settings import load_settings
+        from tasks.download import Downloader, DownloadRejected, options_from_settings
+
+        options = replace(options_from_settings(load_settings(), load_acquire_settings()), workers=1, retries=1)
         try:
             with Downloader(options) as downloader:
                 return downloader.fetch(source)

@@ -46,7 +46,6 @@ class Settings(BaseSettings):
     nnodes: int = Field(default=1, ge=1, le=1024, description="Machines taking part in one training run (DDP).")
     rdzv_endpoint: str = Field(default="", description="torchrun rendezvous HOST:PORT when nnodes > 1.")
 
-
     @field_validator("trusted_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -54,9 +53,6 @@ class Settings(BaseSettings):
 
         parse_networks(value)
         return value
-
-    def trusted_network_list(self) -> tuple[str, ...]:
-        return tuple(part.strip() for part in self.trusted_networks.split(",") if part.strip())
 
 
 def _setting_problem(err: Any, prefix: str) -> str:

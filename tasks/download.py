@@ -26,7 +26,7 @@ from prefect.exceptions import MissingContextError
 
 from models.acquire_request import AcquireSettings
 from models.images import content_key
-from models.settings import load_settings
+from models.settings import Settings, load_settings
 from store import open_store
 from tasks.ingest import Ingestor, IngestReport
 from tasks.netguard import PrivatePeer, guard_connections, host_allowed, parse_networks
@@ -53,8 +53,18 @@ class DownloadOptions:
     retries: int = 2
     retry_delay_s: float = 0.5
     allow_private: bool = False
-    trusted_networks: tuple[str, ...] = ()  # reachable although private (an internal mirror)
+    trusted_networks: str = ""  # reachable although private (an internal mirror): "10.1.0.0/16, ..."
     user_agent: str = AcquireSettings.model_fields["user_agent"].default
+
+
+def options_from_settings(settings: Settings, knobs: AcquireSettings) -> DownloadOptions:
+    """The download options the environment asks for (SERPTRAIN_* and SERPTRAIN_ACQUIRE_*)."""
+    return DownloadOptions(
+        workers=knobs.download_workers, per_host=knobs.per_host, max_bytes=knobs.max_bytes,
+        timeout_s=knobs.download_timeout_s, max_redirects=knobs.max_redirects, retries=knobs.download_retries,
+        retry_delay_s=knobs.download_retry_delay_s, allow_private=settings.allow_private_hosts,
+        trusted_networks=settings.trusted_networks, user_agent=knobs.user_agent,
+    )
 
 
 class Downloader:
@@ -71,7 +81,7 @@ class Downloader:
             timeout=urllib3.Timeout(connect=options.timeout_s, read=options.timeout_s),
             headers={"User-Agent": options.user_agent, "Accept": "image/*,*/*;q=0.5"},
         )
-        self._trusted = parse_networks(",".join(options.trusted_networks))
+        self._trusted = parse_networks(options.trusted_networks)
         if not options.allow_private:
             guard_connections(self.pool, self._trusted)
         self._lock = threading.Lock()

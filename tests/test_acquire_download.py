@@ -122,7 +122,7 @@ def test_redirect_to_a_private_host_is_refused(host):
     with ImageHost(address="127.0.0.2") as inner:
         target = inner.good("x.png", 1)
         url = host.add("out", Route(status=302, redirect_to=target))
-        strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": ("127.0.0.1/32",)})
+        strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": "127.0.0.1/32"})
         with Downloader(strict) as downloader, pytest.raises(DownloadRejected, match="private_host"):
             downloader.fetch(url)
         assert host.hits["/out"] == 1 and inner.hits["/x.png"] == 0
@@ -130,7 +130,7 @@ def test_redirect_to_a_private_host_is_refused(host):
 
 def test_trusted_network_is_reachable_though_private(host):
     url = host.good("t.png", 3)
-    strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": ("127.0.0.0/8",)})
+    strict = DownloadOptions(**{**FAST.__dict__, "allow_private": False, "trusted_networks": "127.0.0.0/8"})
     with Downloader(strict) as downloader:
         assert downloader.fetch(url) == host.routes["/t.png"].body
 
@@ -247,13 +247,13 @@ def test_trusted_networks_open_only_themselves():
 
 
 def test_downloads_send_the_configured_user_agent(host, monkeypatch):
-    from flows.acquire import download_options
     from models.acquire_request import load_acquire_settings
     from models.settings import load_settings
+    from tasks.download import options_from_settings
 
     monkeypatch.setenv("SERPTRAIN_ACQUIRE_USER_AGENT", "Mozilla/5.0 (compatible; team-mirror)")
     monkeypatch.setenv("SERPTRAIN_ALLOW_PRIVATE_HOSTS", "1")
-    with Downloader(download_options(load_settings(), load_acquire_settings())) as downloader:
+    with Downloader(options_from_settings(load_settings(), load_acquire_settings())) as downloader:
         downloader.fetch(host.good("ua.png", 4))
     assert host.user_agents == {"Mozilla/5.0 (compatible; team-mirror)"}
     monkeypatch.setenv("SERPTRAIN_ACQUIRE_PER_HOST", "0")
